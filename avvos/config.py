@@ -1,0 +1,76 @@
+"""All configuration in one place: dataclasses shared by the CLI, the demos and training."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from avvos.errors import DeviceError
+
+#: ImageNet normalisation used by every encoder (STCN uses the same constants).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a model. Stored inside avvos checkpoints so they load with no extra flags.
+
+    The defaults are the official STCN evaluation network.
+    """
+
+    key_backbone: str = "resnet50"
+    value_backbone: str = "resnet18"
+    key_dim: int = 64
+    value_dim: int = 512
+    use_cbam: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model configuration fields: {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a video is propagated. The defaults reproduce the official STCN evaluation.
+
+    ``size``: shorter side to process at. ``None`` processes frames up to ``max_size`` as they
+    are and scales larger ones down to ``max_size``; masks always come back at the input size.
+    """
+
+    top_k: int = 20
+    mem_every: int = 5
+    include_last: bool = False
+    size: int | None = None
+    max_size: int = 480
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.mem_every < 1:
+            raise ValueError(f"mem_every must be at least 1, got {self.mem_every}")
+        if self.size is not None and self.size < 16:
+            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device, failing clearly if it is absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu or cuda") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
