@@ -1,0 +1,219 @@
+"""A segmentation session: owns the objects and the memory, and steps through frames one by one.
+
+Offline segmentation is a loop over :meth:`InferenceSession.step`; live streams use the same
+loop. With the default :class:`~avvos.config.InferenceConfig` the results are those of the
+official STCN evaluation (memory = the first frame plus every ``mem_every``-th frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
+from avvos.errors import InputError, MaskError
+from avvos.memory import MemoryStore
+from avvos.model.aggregate import aggregate
+from avvos.model.stcn import STCN
+
+
+@dataclass
+class StepResult:
+    """The segmentation of one frame.
+
+    ``labels``: (H, W) uint8 object ids at the input size (0 = background).
+    ``probs``: (K+1, H, W) float32 on the session's device, background first, then
+    ``object_ids`` in order.
+    """
+
+    index: int
+    labels: np.ndarray
+    probs: torch.Tensor
+    object_ids: list[int]
+
+
+def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding to the next multiple, split floor/ceil as STCN does."""
+    extra_h = -height % multiple
+    extra_w = -width % multiple
+    return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2
+
+
+def processing_size(height: int, width: int, config: InferenceConfig) -> tuple[int, int]:
+    """The (height, width) frames are processed at: ``config.size`` on the shorter side, or the
+    input size when its shorter side is at most ``config.max_size`` (else scaled down to it)."""
+    short = min(height, width)
+    target = config.size if config.size is not None else min(short, config.max_size)
+    if target == short:
+        return height, width
+    scale = target / short
+    if height <= width:
+        return target, int(width * scale)
+    return int(height * scale), target
+
+
+class InferenceSession:
+    """Frame-by-frame video object segmentation with an STCN-style model.
+
+    ``step(image, mask, objects)``: ``image`` is (H, W, 3) uint8 RGB (numpy or tensor); ``mask``
+    (H, W) of object ids introduces or re-annotates objects at that frame; ``objects`` limits the
+    ids taken from ``mask``. All frames of a session must have the same size.
+    """
+
+    def __init__(
+        self, model: STCN, config: InferenceConfig | None = None, device: torch.device | str | None = None
+    ) -> None:
+        self.model = model.eval()
+        self.config = config or InferenceConfig()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.memory = MemoryStore(model.config.key_dim, model.config.value_dim)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all objects, memory and the frame size; the next frame is frame 0."""
+        self.memory.clear()
+        self.object_ids: list[int] = []
+        self.frame_index = 0
+        self.input_size: tuple[int, int] | None = None
+
+    def delete_objects(self, ids: Sequence[int]) -> None:
+        """Stop tracking the given object ids (unknown ids are an error)."""
+        unknown = [i for i in ids if i not in self.object_ids]
+        if unknown:
+            raise MaskError(f"cannot delete objects {unknown}: tracked objects are {self.object_ids}")
+        indices = [self.object_ids.index(i) for i in ids]
+        self.memory.remove_objects(indices)
+        self.object_ids = [i for i in self.object_ids if i not in set(ids)]
+
+    @torch.inference_mode()
+    def step(
+        self,
+        image: np.ndarray | torch.Tensor,
+        mask: np.ndarray | torch.Tensor | None = None,
+        objects: Sequence[int] | None = None,
+        *,
+        end: bool = False,
+    ) -> StepResult:
+        """Segment one frame. ``end=True`` marks the last frame (it is then never put in memory)."""
+        frame = self._prepare_image(image)
+        mask_tensor = self._prepare_mask(mask, objects) if mask is not None else None
+        t = self.frame_index
+        self.frame_index += 1
+        padded = self._pad(self._normalise(frame))
+        amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, enabled=amp):
+            features = self.model.encode_key(padded)
+            probs = None
+            if self.object_ids and self.memory.size > 0:
+                readout = self.memory.read(features.key[0], self.config.top_k)
+                probs = aggregate(self.model.decode(features, readout.to(features.key.dtype))[:, 0].float())
+            new_ids: list[int] = []
+            if mask_tensor is not None:
+                ids, onehot = mask_tensor
+                new_ids = [i for i in ids if i not in self.object_ids]
+                probs = self._merge_mask(probs, ids, onehot)
+            if probs is None:
+                probs = torch.ones(1, *padded.shape[-2:], device=self.device)
+            annotated = mask_tensor is not None
+            is_memory_frame = annotated or t % self.config.mem_every == 0
+            if self.object_ids and (annotated or (not end and (is_memory_frame or self.config.include_last))):
+                temporary = not is_memory_frame
+                if new_ids:
+                    self.memory.add_objects(len(new_ids))
+                values = self.model.encode_value(padded, features, probs[1:, None])
+                self.memory.add(features.key[0], values, temporary)
+            elif new_ids:
+                self.memory.add_objects(len(new_ids))
+        return self._output(t, probs)
+
+    def _merge_mask(self, probs: torch.Tensor | None, ids: list[int], onehot: torch.Tensor) -> torch.Tensor:
+        """Write given object masks into this frame's probabilities and register new objects.
+
+        Where a given mask is foreground, every other object's probability is set to zero;
+        the result is re-aggregated as STCN does for annotated frames.
+        """
+        previous = self.object_ids
+        order = previous + [i for i in ids if i not in previous]
+        objects = torch.zeros(len(order), *onehot.shape[-2:], device=self.device)
+        if probs is not None:
+            objects[: len(previous)] = probs[1:]
+            objects[:, onehot.sum(0) > 0] = 0
+        for row, object_id in enumerate(ids):
+            objects[order.index(object_id)] = onehot[row]
+        self.object_ids = order
+        return aggregate(objects)
+
+    def _prepare_image(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB → (1, 3, h, w) float in [0, 1] at the processing size, on the device."""
+        tensor = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
+        if tensor.dim() != 3 or tensor.shape[2] != 3:
+            raise InputError(f"expected an (H, W, 3) RGB frame, got shape {tuple(tensor.shape)}")
+        size = (int(tensor.shape[0]), int(tensor.shape[1]))
+        if self.input_size is None:
+            self.input_size = size
+            self.process_size = processing_size(*size, self.config)
+            self.padding = pad_amounts(*self.process_size)
+        elif size != self.input_size:
+            raise InputError(
+                f"frame {self.frame_index} is {size[1]}x{size[0]} but this session's frames are "
+                f"{self.input_size[1]}x{self.input_size[0]}; reset the session to change size"
+            )
+        tensor = tensor.to(self.device, non_blocking=True).permute(2, 0, 1)[None]
+        tensor = tensor.float() / 255 if tensor.dtype == torch.uint8 else tensor.float()
+        if self.process_size != self.input_size:
+            tensor = F.interpolate(tensor, self.process_size, mode="bilinear", align_corners=False, antialias=True)
+        return tensor
+
+    def _prepare_mask(
+        self, mask: np.ndarray | torch.Tensor, objects: Sequence[int] | None
+    ) -> tuple[list[int], torch.Tensor]:
+        """Validate a label mask; return the ids taken and their (n, h, w) one-hot, padded."""
+        array = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if array.ndim != 2:
+            raise MaskError(f"a mask must be a 2-D array of object ids, got shape {array.shape}")
+        assert self.input_size is not None
+        if tuple(array.shape) != self.input_size:
+            raise MaskError(
+                f"mask is {array.shape[1]}x{array.shape[0]} but the frame is "
+                f"{self.input_size[1]}x{self.input_size[0]} (width x height)"
+            )
+        if array.dtype.kind not in "iub":
+            raise MaskError(f"mask values must be integer object ids, got dtype {array.dtype}")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise MaskError(f"object ids must be in 0..255, got values from {array.min()} to {array.max()}")
+        present = [int(v) for v in np.unique(array) if v != 0]
+        ids = present if objects is None else [int(i) for i in objects]
+        missing = [i for i in ids if i not in present]
+        if objects is not None and (missing or 0 in ids):
+            raise MaskError(f"objects {missing or [0]} are not object ids present in the mask (present: {present})")
+        if not ids:
+            raise MaskError("the mask has no object: every pixel is background (0)")
+        labels = torch.as_tensor(array.astype(np.int64), device=self.device)
+        onehot = torch.stack([(labels == i) for i in ids]).float()[:, None]
+        if self.process_size != self.input_size:
+            onehot = F.interpolate(onehot, self.process_size, mode="nearest")
+        return ids, self._pad(onehot)[:, 0]
+
+    def _normalise(self, image: torch.Tensor) -> torch.Tensor:
+        return (image - self._mean) / self._std
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.padding)
+
+    def _output(self, index: int, probs: torch.Tensor) -> StepResult:
+        left, right, top, bottom = self.padding
+        height, width = probs.shape[-2:]
+        probs = probs[:, top : height - bottom, left : width - right]
+        assert self.input_size is not None
+        if tuple(probs.shape[-2:]) != self.input_size:
+            probs = F.interpolate(probs[None], self.input_size, mode="bilinear", align_corners=False)[0]
+        lookup = torch.tensor([0, *self.object_ids], dtype=torch.uint8, device=probs.device)
+        labels = lookup[probs.argmax(dim=0)].cpu().numpy()
+        return StepResult(index, labels, probs, list(self.object_ids))
