@@ -152,7 +152,9 @@ class InferenceSession:
 
     def _prepare_image(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 RGB → (1, 3, h, w) float in [0, 1] at the processing size, on the device."""
-        tensor = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
+        if isinstance(image, np.ndarray):
+            image = np.array(image) if not image.flags.writeable else np.ascontiguousarray(image)
+        tensor = torch.as_tensor(image)
         if tensor.dim() != 3 or tensor.shape[2] != 3:
             raise InputError(f"expected an (H, W, 3) RGB frame, got shape {tuple(tensor.shape)}")
         size = (int(tensor.shape[0]), int(tensor.shape[1]))

@@ -1,0 +1,203 @@
+"""The ``avvos`` command line: ``segment``, ``eval`` and ``bench``.
+
+Every subcommand shares the configuration dataclasses of :mod:`avvos.config`; bad input ends
+with a one-line ``error:`` message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from avvos.checkpoint import load_model
+from avvos.config import InferenceConfig, ModelConfig, resolve_device
+from avvos.errors import AvvosError, InputError
+from avvos.model.stcn import STCN, build_model
+
+BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
+SAMPLE_CLIP = Path(__file__).parent / "samples" / "shapes"
+
+
+def get_model(weights: str | None, device: torch.device) -> tuple[STCN, str]:
+    """The model to run and a sentence saying which weights it uses.
+
+    Without ``weights`` the bundled default is used; while none is bundled, a randomly initialised
+    STCN (seed 0) runs so the pipeline can be tried end to end, and the message says so plainly.
+    """
+    if weights is not None:
+        model, info = load_model(weights, device)
+        return model, f"weights: {info.describe()}"
+    if BUNDLED_WEIGHTS.is_file():
+        model, info = load_model(BUNDLED_WEIGHTS, device)
+        return model, f"weights: bundled default, {info.describe()}"
+    torch.manual_seed(0)
+    model = build_model(ModelConfig()).to(device)
+    return model, (
+        "weights: NONE BUNDLED YET - using a randomly initialised STCN (seed 0), so the masks are not "
+        "meaningful. Pass --weights stcn.pth (official STCN) or an avvos .safetensors checkpoint."
+    )
+
+
+def _inference_config(args: argparse.Namespace) -> InferenceConfig:
+    return InferenceConfig(
+        top_k=args.top_k, mem_every=args.mem_every, include_last=args.include_last, size=args.size, amp=args.amp
+    )
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and inference")
+    group.add_argument("--weights", help="official STCN .pth or avvos .safetensors (default: the bundled weights)")
+    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    group.add_argument("--mem-every", type=int, default=5, help="put every N-th frame in memory (default 5)")
+    group.add_argument("--top-k", type=int, default=20, help="memory positions each query reads (default 20)")
+    group.add_argument("--include-last", action="store_true", help="also keep the previous frame in memory")
+    group.add_argument(
+        "--size", type=int, help="shorter side to process at (default: as is up to 480p, larger frames at 480p)"
+    )
+    group.add_argument("--amp", action="store_true", help="mixed precision (fp16/bf16 autocast) on CUDA")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avvos",
+        description="Audio-visual video object segmentation (STCN-based): give the mask of objects in a first "
+        "frame, get their masks in every later frame.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment a video, a folder of frames or a DAVIS-style data set",
+        description="Propagate first-frame object masks through a video. Writes one palette PNG per frame "
+        "(object ids) and, if asked, an overlay video.",
+    )
+    seg.add_argument("input", nargs="?", help="a folder of frames or a video file (default: the bundled sample clip)")
+    seg.add_argument("--mask", help="first-frame mask: palette PNG of object ids, or a 0/255 PNG (one object)")
+    seg.add_argument("--masks", help="folder of masks for later frames, each PNG named after its frame")
+    seg.add_argument("--davis", metavar="ROOT", help="DAVIS/YouTube-VOS style root (JPEGImages/, Annotations/)")
+    seg.add_argument("--imageset", help="with --davis: file listing the sequences to run")
+    seg.add_argument("--out", help="output folder for masks (default: out/<input name>)")
+    seg.add_argument("--overlay", help="write a coloured overlay video here (.mp4)")
+    seg.add_argument("--fps", type=float, default=25.0, help="frame rate of a frame folder (default 25)")
+    seg.add_argument("--resize-masks", action="store_true", help="resize masks whose size differs from the frames")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(seg)
+
+    ev = sub.add_parser(
+        "eval",
+        help="DAVIS J&F of predicted masks against ground truth",
+        description="DAVIS semi-supervised evaluation (J and F: mean, recall, decay), as the official tool.",
+    )
+    ev.add_argument("--pred", required=True, help="folder of predicted sequences (<pred>/<seq>/*.png)")
+    ev.add_argument("--gt", required=True, help="ground truth: <gt>/<seq>/*.png or a DAVIS root")
+    ev.add_argument("--imageset", help="file listing the sequences to evaluate")
+    ev.add_argument("--json", help="also write the results as JSON here")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure speed and memory",
+        description="Frames per second, per-frame latency (median, p95) and peak memory of the avvos session, "
+        "side by side with the official STCN algorithm's cost profile, on the same clip in one run.",
+    )
+    bench.add_argument("--clip", help="folder of frames or video (default: a generated clip)")
+    bench.add_argument("--frames", type=int, default=40, help="frames to run (default 40)")
+    bench.add_argument("--height", type=int, default=480, help="generated clip height (default 480)")
+    bench.add_argument("--width", type=int, default=854, help="generated clip width (default 854)")
+    bench.add_argument("--objects", type=int, default=2, help="objects in the generated clip (default 2)")
+    bench.add_argument("--no-official", action="store_true", help="skip the official-algorithm comparison")
+    bench.add_argument("--threads", type=int, help="torch CPU threads")
+    bench.add_argument("--json", help="also write the figures as JSON here")
+    _add_model_options(bench)
+    return parser
+
+
+def run_segment(args: argparse.Namespace) -> None:
+    from avvos.segment import MaskPlan, masks_in_folder, segment_source
+    from avvos.session import InferenceSession
+    from avvos.sources import discover_davis, open_frames
+
+    device = resolve_device(args.device)
+    config = _inference_config(args)
+    jobs: list[tuple[str, Path, MaskPlan, Path]] = []
+    if args.davis:
+        out_root = Path(args.out or "out/davis")
+        for seq in discover_davis(args.davis, args.imageset):
+            if seq.annotations is None:
+                raise InputError(f"sequence {seq.name} has no annotation folder under {args.davis}")
+            plan = MaskPlan(
+                by_frame=masks_in_folder(seq.annotations), new_objects_only=True, resize_masks=args.resize_masks
+            )
+            jobs.append((seq.name, seq.frames, plan, out_root / seq.name))
+    else:
+        source_path = Path(args.input) if args.input else SAMPLE_CLIP / "frames"
+        first = Path(args.mask) if args.mask else (SAMPLE_CLIP / "first_mask.png" if not args.input else None)
+        if first is None and not args.masks:
+            raise InputError("give the first frame's mask with --mask FILE (or a folder with --masks DIR)")
+        plan = MaskPlan(
+            first=first, by_frame=masks_in_folder(args.masks) if args.masks else None, resize_masks=args.resize_masks
+        )
+        name = source_path.stem if source_path.is_file() else source_path.name
+        if not args.input:
+            name = "sample"
+        jobs.append((name, source_path, plan, Path(args.out or f"out/{name}")))
+
+    model, weights_message = get_model(args.weights, device)
+    print(weights_message, file=sys.stderr)
+    session = InferenceSession(model, config, device)
+    for name, path, plan, out_dir in jobs:
+        overlay = Path(args.overlay) if args.overlay and len(jobs) == 1 else None
+        if args.overlay and len(jobs) > 1:
+            overlay = Path(args.overlay).with_name(f"{Path(args.overlay).stem}_{name}.mp4")
+        with open_frames(path, fps=args.fps) as source:
+            stats = segment_source(session, source, plan, out_dir, overlay, progress=not args.quiet)
+        extra = f", overlay {overlay}" if overlay else ""
+        print(
+            f"{name}: {stats.frames} frames, {stats.objects} objects, {stats.fps:.2f} frames/s "
+            f"({stats.model_fps:.2f} frames/s model only) on {device.type} -> masks in {out_dir}{extra}"
+        )
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from avvos.metrics import evaluate, format_table, read_imageset
+
+    sequences = read_imageset(args.imageset) if args.imageset else None
+    results = evaluate(args.pred, args.gt, sequences, progress=not args.quiet)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from avvos.bench import run_benchmark
+
+    run_benchmark(args, _inference_config(args), get_model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"segment": run_segment, "eval": run_eval, "bench": run_bench}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            handlers[args.command](args)
+    except AvvosError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # configuration values out of range
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: masks written so far are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
