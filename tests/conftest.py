@@ -18,3 +18,21 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not found at {path} (set AVVOS_SHARED to the shared folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def stcn_model():
+    """One randomly initialised STCN (seed 0) shared by the tests that only need *a* model."""
+    import torch
+
+    from avvos.model.stcn import build_model
+
+    torch.manual_seed(0)
+    return build_model()
+
+
+def moving_discs(frames: int = 8, height: int = 64, width: int = 96, objects: int = 2):
+    """A small generated clip (T, H, W, 3) uint8 and its first-frame mask (H, W)."""
+    from avvos.bench import generated_clip
+
+    return generated_clip(frames, height, width, objects, seed=1)
