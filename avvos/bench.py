@@ -75,7 +75,14 @@ class OfficialProfile:
         self.model, self.config, self.device = model, config, device
 
     @torch.inference_mode()
-    def run(self, clip: np.ndarray, first_mask: np.ndarray, on_frame: Callable[[], None]) -> None:
+    def run(
+        self,
+        clip: np.ndarray,
+        first_mask: np.ndarray,
+        on_frame: Callable[[], None],
+        keep: list[torch.Tensor] | None = None,
+    ) -> None:
+        """Propagate ``first_mask`` through ``clip``; ``keep`` collects each frame's unpadded probabilities."""
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
         images = torch.from_numpy(clip).to(self.device).permute(0, 3, 1, 2)[None].float() / 255
@@ -110,6 +117,10 @@ class OfficialProfile:
                 mem_v = torch.cat([mem_v, value], 2)
             on_frame()
         prob.argmax(dim=0).cpu()
+        if keep is not None:
+            left, right, top, bottom = pad_amounts(*clip.shape[1:3])
+            height, width = prob.shape[-2:]
+            keep.extend(prob[:, t, 0, top : height - bottom, left : width - right] for t in range(num_frames))
 
 
 def _peak_rss_mib() -> float:

@@ -44,7 +44,9 @@ def _blob(height: int, width: int, cy: int, cx: int, r: int) -> np.ndarray:
     return (yy - cy) ** 4 + (xx - cx) ** 4 <= r**4
 
 
-def make_clip(seed: int = 0, frames: int = 12, height: int = 100, width: int = 180) -> tuple[np.ndarray, np.ndarray]:
+def make_clip(
+    seed: int = 0, frames: int = 12, height: int = 100, width: int = 180
+) -> tuple[np.ndarray, np.ndarray]:
     """RGB frames (T, H, W, 3) uint8 and the first-frame label mask (H, W) uint8 in {0, 1, 2}.
 
     The background pans slowly; object 1 (an ellipse) moves right and down, object 2 (a
@@ -66,7 +68,7 @@ def make_clip(seed: int = 0, frames: int = 12, height: int = 100, width: int = 1
     ry1, rx1 = height * 22 // 100, width * 16 // 100
     r2 = height * 18 // 100
     for t in range(frames):
-        img = background[:, pan * t: pan * t + width].copy()
+        img = background[:, pan * t : pan * t + width].copy()
         cy1, cx1 = height * 40 // 100 + t, width * 25 // 100 + 3 * t
         cy2, cx2 = height * 62 // 100 - t, width * 78 // 100 - 4 * t
         m1 = _ellipse(height, width, cy1, cx1, ry1, rx1)

@@ -48,7 +48,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class _CudaAsCpu(TorchFunctionMode):
     """Makes ``.cuda()`` the identity and redirects ``device='cuda'`` to the CPU."""
 
-    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         kwargs = dict(kwargs or {})
         if func is torch.Tensor.cuda:
             return args[0]
@@ -61,14 +63,15 @@ class _CudaAsCpu(TorchFunctionMode):
 @contextlib.contextmanager
 def _official_import(stcn_dir: Path) -> Iterator[None]:
     """Put the checkout first on sys.path, and drop its modules from sys.modules afterwards."""
-    names = ("model", "util", "dataset", "inference_core", "inference_memory_bank")
+    before = set(sys.modules)
     sys.path.insert(0, str(stcn_dir))
     try:
         yield
     finally:
         sys.path.remove(str(stcn_dir))
-        for name in list(sys.modules):
-            if name.split(".")[0] in names:
+        for name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if Path(module_file).resolve().is_relative_to(stcn_dir):
                 del sys.modules[name]
 
 
@@ -92,10 +95,18 @@ def _build_official_network(stcn_dir: Path, state: dict[str, torch.Tensor]) -> t
     resnet18 = mod_resnet.resnet18
 
     with (
-        _patched(torchvision.models, "resnet50", lambda pretrained=False, **kw: tv_resnet50(weights=None, **kw)),
+        _patched(
+            torchvision.models, "resnet50", lambda pretrained=False, **kw: tv_resnet50(weights=None, **kw)
+        ),
         _patched(mod_resnet, "resnet18", lambda pretrained=True, extra_chan=0: resnet18(False, extra_chan)),
     ):
         network = eval_network.STCN().eval()
+
+    expected = [(k, tuple(v.shape), v.dtype) for k, v in network.state_dict().items()]
+    if expected != [(k, tuple(v.shape), v.dtype) for k, v in state.items()]:
+        raise ValueError(
+            "state dict layout differs from the official network's (keys, order, shapes, dtypes)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stcn_random.pth"
@@ -112,7 +123,9 @@ def _clip_tensors(frames: np.ndarray, first_mask: np.ndarray) -> tuple[torch.Ten
     from PIL import Image
     from torchvision import transforms
 
-    im_transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    im_transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
     rgb = torch.stack([im_transform(Image.fromarray(f).convert("RGB")) for f in frames], 0).unsqueeze(0)
 
     masks = np.zeros(frames.shape[:3], dtype=np.uint8)
@@ -131,8 +144,14 @@ def _topk_gap(mk: torch.Tensor, qk: torch.Tensor, top_k: int) -> np.ndarray:
     return (top[top_k - 1] - top[top_k]).numpy()
 
 
-def run_official(stcn_dir: Path, state: dict[str, torch.Tensor], frames: np.ndarray, first_mask: np.ndarray,
-                 top_k: int = 20, mem_every: int = 5) -> dict[str, Any]:
+def run_official(
+    stcn_dir: Path,
+    state: dict[str, torch.Tensor],
+    frames: np.ndarray,
+    first_mask: np.ndarray,
+    top_k: int = 20,
+    mem_every: int = 5,
+) -> dict[str, Any]:
     """Run the official DAVIS-2017 inference on the CPU; return probabilities, labels and key stats."""
     torch.set_num_threads(1)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -145,8 +164,7 @@ def run_official(stcn_dir: Path, state: dict[str, torch.Tensor], frames: np.ndar
         tensor_util = importlib.import_module("util.tensor_util")
         memory_bank = importlib.import_module("inference_memory_bank")
 
-        rgb, gt, labels = _clip_tensors(frames, first_mask)
-        msk = gt
+        rgb, msk, labels = _clip_tensors(frames, first_mask)
         num_frames = rgb.shape[1]
         size = tuple(frames.shape[1:3])
 
@@ -160,15 +178,18 @@ def run_official(stcn_dir: Path, state: dict[str, torch.Tensor], frames: np.ndar
             return weights
 
         with _patched(memory_bank.MemoryBank, "_global_matching", recording_matching), _CudaAsCpu():
-            processor = inference_core.InferenceCore(network, rgb, len(labels), top_k=top_k,
-                                                     mem_every=mem_every, include_last=False)
+            processor = inference_core.InferenceCore(
+                network, rgb, len(labels), top_k=top_k, mem_every=mem_every, include_last=False
+            )
             processor.interact(msk[:, 0], 0, num_frames)
 
             prob = torch.zeros((len(labels) + 1, num_frames, *size), dtype=torch.float32)
             out_labels = torch.zeros((num_frames, *size), dtype=torch.uint8)
             for ti in range(processor.t):
                 unpadded = tensor_util.unpad(processor.prob[:, ti], processor.pad)
-                resized = torch.nn.functional.interpolate(unpadded, size, mode="bilinear", align_corners=False)
+                resized = torch.nn.functional.interpolate(
+                    unpadded, size, mode="bilinear", align_corners=False
+                )
                 if not torch.allclose(resized, unpadded, rtol=0, atol=0, equal_nan=True):
                     raise AssertionError("the 480p resize is expected to be the identity here")
                 prob[:, ti] = unpadded[:, 0]
@@ -200,16 +221,22 @@ def _commit_of(stcn_dir: Path, given: str | None) -> str:
     if given:
         return given
     try:
-        return subprocess.run(["git", "-C", str(stcn_dir), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        top, head = subprocess.run(
+            ["git", "-C", str(stcn_dir), "rev-parse", "--show-toplevel", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError, ValueError):
         return "unknown"
+    return head if Path(top).resolve() == stcn_dir.resolve() else "unknown"
 
 
 def _summary(result: dict[str, Any]) -> str:
     prob, labels, gap = result["prob"], result["labels"], result["topk_gap"]
     lines = [
-        f"prob min/max/mean {prob.min():.3e} / {prob.max():.6f} / {prob.mean():.4f}, NaNs {int(np.isnan(prob).sum())}",
+        f"prob min/max/mean {prob.min():.3e} / {prob.max():.6f} / {prob.mean():.4f}, "
+        f"NaNs {int(np.isnan(prob).sum())}",
         f"max affinity {result['affinity_max']:.2f}; mean top-1 softmax weight per frame "
         + " ".join(f"{w:.3f}" for w in result["top1_weight"]),
         f"memory frames per read {result['memory_frames'].tolist()}; pad {result['pad'].tolist()}",
@@ -219,13 +246,17 @@ def _summary(result: dict[str, Any]) -> str:
     for t in range(labels.shape[0]):
         fractions = np.bincount(labels[t].ravel(), minlength=prob.shape[0]) / labels[t].size
         fg = prob[1:, t]
-        lines.append(f"frame {t:2d}: label fractions {np.round(fractions, 4).tolist()}, "
-                     f"fg prob in (0.05, 0.95): {np.mean((fg > 0.05) & (fg < 0.95)):.3f}")
+        lines.append(
+            f"frame {t:2d}: label fractions {np.round(fractions, 4).tolist()}, "
+            f"fg prob in (0.05, 0.95): {np.mean((fg > 0.05) & (fg < 0.95)):.3f}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stcn", type=Path, required=True, help="checkout of hkchengrex/STCN")
     parser.add_argument("--out", type=Path, default=Path("tests/data/official_stcn_reference.npz"))
     parser.add_argument("--commit", help="official commit hash (default: git rev-parse HEAD in --stcn)")
@@ -256,6 +287,9 @@ def main() -> None:
         top_k=np.array(args.top_k, dtype=np.int64),
         mem_every=np.array(args.mem_every, dtype=np.int64),
         include_last=np.array(False),
+        affinity_max=np.array(result["affinity_max"]),
+        top1_weight=result["top1_weight"],
+        memory_frames=result["memory_frames"],
         clip_shape=np.array(frames.shape, dtype=np.int64),
     )
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
