@@ -20,7 +20,7 @@ from avvos.session import InferenceSession
 from tests.reference.clip import clip_sha256, make_clip
 from tests.reference.official_weights import official_state_dict, state_dict_sha256
 
-FIXTURE = Path(__file__).parent / "data" / "official_stcn_reference.npz"
+FIXTURE = Path(__file__).parent / "fixtures" / "official_stcn_reference.npz"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Developer tool, not run by CI. It needs a checkout of github.com/hkchengrex/STCN
 code is part of this repository):
 
     python tests/reference/make_official_reference.py --stcn /path/to/STCN \\
-        --out tests/data/official_stcn_reference.npz
+        --out tests/fixtures/official_stcn_reference.npz
 
 The official code is used unmodified. At run time only the following is patched:
 
@@ -258,7 +258,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--stcn", type=Path, required=True, help="checkout of hkchengrex/STCN")
-    parser.add_argument("--out", type=Path, default=Path("tests/data/official_stcn_reference.npz"))
+    parser.add_argument("--out", type=Path, default=Path("tests/fixtures/official_stcn_reference.npz"))
     parser.add_argument("--commit", help="official commit hash (default: git rev-parse HEAD in --stcn)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=20)
