@@ -1,4 +1,4 @@
-"""avvos against the official STCN code's own output (tests/data/official_stcn_reference.npz).
+"""avvos against the official STCN code's own output (tests/fixtures/official_stcn_reference.npz).
 
 The fixture was produced by running the official implementation (see tests/reference/README.md)
 on a seeded checkpoint in the official format and a generated clip; here the same checkpoint is
