@@ -156,7 +156,7 @@ def _measure(
     if variant == "avvos":
         session = InferenceSession(model, config, device)
         for t in range(len(clip)):
-            session.step(clip[t], first if t == 0 else None, end=t == len(clip) - 1)
+            session.step(clip[t], mask=first if t == 0 else None, end=t == len(clip) - 1)
             tick()
     else:
         OfficialProfile(model, config, device).run(clip, first, tick)

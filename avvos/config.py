@@ -18,17 +18,66 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelConfig:
     """Architecture of a model. Stored inside avvos checkpoints so they load with no extra flags.
 
-    The defaults are the official STCN evaluation network.
+    The defaults are the official STCN evaluation network; :meth:`light` is the small CPU variant.
+
+    * ``key_backbone``: ``resnet50`` (STCN) or ``mobilenet_v2``; ``value_backbone``: ``resnet18``
+      (STCN) or ``mobilenet_v2``.
+    * ``decoder_dims``: widths after the stride-16 compression and the stride-8 and stride-4 stages.
+    * ``audio``: ``none``, ``frame`` (one audio vector appended to every key position) or ``pixel``
+      (per-position channels from the visual features modulated by the audio embedding). The
+      ``audio_dim`` channels join the visual key; they start at zero, so an untrained audio model
+      matches exactly as the visual model does.
+    * ``smoothing``: a per-object convolutional GRU over successive memory readouts; its output
+      starts at zero, so an untrained smoother changes nothing.
     """
 
     key_backbone: str = "resnet50"
     value_backbone: str = "resnet18"
     key_dim: int = 64
     value_dim: int = 512
+    decoder_dims: tuple[int, int, int] = (512, 256, 256)
     use_cbam: bool = True
+    audio: str = "none"
+    audio_dim: int = 16
+    audio_embed_dim: int = 128
+    smoothing: bool = False
+    smoothing_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.key_backbone not in ("resnet50", "mobilenet_v2"):
+            raise ValueError(f"key_backbone must be resnet50 or mobilenet_v2, got {self.key_backbone!r}")
+        if self.value_backbone not in ("resnet18", "mobilenet_v2"):
+            raise ValueError(f"value_backbone must be resnet18 or mobilenet_v2, got {self.value_backbone!r}")
+        if self.audio not in ("none", "frame", "pixel"):
+            raise ValueError(f"audio must be none, frame or pixel, got {self.audio!r}")
+        object.__setattr__(self, "decoder_dims", tuple(self.decoder_dims))
+
+    @property
+    def key_channels(self) -> int:
+        """Channels of the joint key: visual key plus audio channels."""
+        return self.key_dim + (self.audio_dim if self.audio != "none" else 0)
+
+    @classmethod
+    def stcn(cls, **changes: Any) -> ModelConfig:
+        """The official STCN network (optionally with audio or smoothing switched on)."""
+        return cls(**changes)
+
+    @classmethod
+    def light(cls, **changes: Any) -> ModelConfig:
+        """MobileNetV2 encoders and a narrow decoder: the fast CPU variant."""
+        base = dict(
+            key_backbone="mobilenet_v2",
+            value_backbone="mobilenet_v2",
+            value_dim=128,
+            decoder_dims=(128, 64, 32),
+            smoothing_dim=32,
+        )
+        return cls(**{**base, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["decoder_dims"] = list(self.decoder_dims)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -16,9 +16,12 @@ import torch
 class MemoryStore:
     """Permanent memory frames plus an optional one-frame temporary slot (STCN's ``include_last``)."""
 
-    def __init__(self, key_dim: int, value_dim: int, initial_frames: int = 8) -> None:
+    def __init__(self, key_dim: int, value_dim: int, initial_frames: int = 8, scale_dim: int | None = None) -> None:
+        """``scale_dim``: affinities are divided by its square root (STCN: the visual key's 64
+        channels, kept when audio channels join the key so that zero audio channels change nothing)."""
         self.key_dim = key_dim
         self.value_dim = value_dim
+        self.scale = 1 / math.sqrt(scale_dim or key_dim)
         self._initial_frames = initial_frames
         self.clear()
 
@@ -102,9 +105,7 @@ class MemoryStore:
         query = query_key.flatten(1).float()
         total = self.size + self.temp_size
         keys = self._keys[:, :total].float()
-        affinity = (2 * (keys.transpose(0, 1) @ query) - self._key_sq[:total, None].float()) / math.sqrt(
-            self.key_dim
-        )
+        affinity = (2 * (keys.transpose(0, 1) @ query) - self._key_sq[:total, None].float()) * self.scale
         out = query.new_empty(self.num_objects, self.value_dim, h * w)
         for start, members in self._groups().items():
             out[members] = self._read_group(affinity[start:], self._values[members, :, start:total], top_k)

@@ -107,7 +107,8 @@ def segment_source(
                 if frame.index == 0 and mask is None:
                     raise MaskError(f"no mask for the first frame ({frame.name}): give --mask FILE")
                 model_start = time.perf_counter()
-                result = session.step(frame.image, mask, objects, end=total is not None and frame.index == total - 1)
+                last = total is not None and frame.index == total - 1
+                result = session.step(frame.image, mask=mask, objects=objects, end=last)
                 if session.device.type == "cuda":
                     torch.cuda.synchronize(session.device)
                 stats.model_seconds += time.perf_counter() - model_start

@@ -7,6 +7,7 @@ official STCN evaluation (memory = the first frame plus every ``mem_every``-th f
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.errors import InputError, MaskError
 from avvos.memory import MemoryStore
 from avvos.model.aggregate import aggregate
+from avvos.model.audio import WINDOW_SAMPLES
 from avvos.model.stcn import STCN
 
 
@@ -59,7 +61,7 @@ def processing_size(height: int, width: int, config: InferenceConfig) -> tuple[i
 class InferenceSession:
     """Frame-by-frame video object segmentation with an STCN-style model.
 
-    ``step(image, mask, objects)``: ``image`` is (H, W, 3) uint8 RGB (numpy or tensor); ``mask``
+    ``step(frame, audio, mask, objects)``: ``frame`` is (H, W, 3) uint8 RGB (numpy or tensor); ``mask``
     (H, W) of object ids introduces or re-annotates objects at that frame; ``objects`` limits the
     ids taken from ``mask``. All frames of a session must have the same size.
     """
@@ -71,7 +73,7 @@ class InferenceSession:
         self.config = config or InferenceConfig()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
-        self.memory = MemoryStore(model.config.key_dim, model.config.value_dim)
+        self.memory = MemoryStore(model.config.key_channels, model.config.value_dim, scale_dim=model.config.key_dim)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.reset()
@@ -79,6 +81,8 @@ class InferenceSession:
     def reset(self) -> None:
         """Forget all objects, memory and the frame size; the next frame is frame 0."""
         self.memory.clear()
+        self.smoothing_state: torch.Tensor | None = None  # (objects, D, h, w) for models with a smoother
+        self._warned_no_audio = False
         self.object_ids: list[int] = []
         self.frame_index = 0
         self.input_size: tuple[int, int] | None = None
@@ -90,30 +94,41 @@ class InferenceSession:
             raise MaskError(f"cannot delete objects {unknown}: tracked objects are {self.object_ids}")
         indices = [self.object_ids.index(i) for i in ids]
         self.memory.remove_objects(indices)
+        if self.smoothing_state is not None:
+            keep = [i for i in range(len(self.object_ids)) if i not in indices]
+            self.smoothing_state = self.smoothing_state[keep]
         self.object_ids = [i for i in self.object_ids if i not in set(ids)]
 
     @torch.inference_mode()
     def step(
         self,
-        image: np.ndarray | torch.Tensor,
+        frame: np.ndarray | torch.Tensor,
+        audio: np.ndarray | torch.Tensor | None = None,
         mask: np.ndarray | torch.Tensor | None = None,
         objects: Sequence[int] | None = None,
         *,
         end: bool = False,
     ) -> StepResult:
-        """Segment one frame. ``end=True`` marks the last frame (it is then never put in memory)."""
-        frame = self._prepare_image(image)
+        """Segment one frame.
+
+        ``audio``: mono 16 kHz samples of the window that ends at this frame's time (the last 0.96 s
+        are used; shorter windows are padded with silence before). ``end=True`` marks the last
+        frame (it is then never put in memory).
+        """
+        image = self._prepare_image(frame)
         mask_tensor = self._prepare_mask(mask, objects) if mask is not None else None
+        embedding = self._encode_audio(audio)
         t = self.frame_index
         self.frame_index += 1
-        padded = self._pad(self._normalise(frame))
+        padded = self._pad(self._normalise(image))
         amp = self.config.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, enabled=amp):
-            features = self.model.encode_key(padded)
+            features = self.model.encode_key(padded, embedding)
             probs = None
             if self.object_ids and self.memory.size > 0:
-                readout = self.memory.read(features.key[0], self.config.top_k)
-                probs = aggregate(self.model.decode(features, readout.to(features.key.dtype))[:, 0].float())
+                readout = self.memory.read(features.key[0], self.config.top_k).to(features.query_value.dtype)
+                readout, self.smoothing_state = self.model.smooth(readout, self.smoothing_state)
+                probs = aggregate(self.model.decode(features, readout)[:, 0].float())
             new_ids: list[int] = []
             if mask_tensor is not None:
                 ids, onehot = mask_tensor
@@ -126,12 +141,41 @@ class InferenceSession:
             if self.object_ids and (annotated or (not end and (is_memory_frame or self.config.include_last))):
                 temporary = not is_memory_frame
                 if new_ids:
-                    self.memory.add_objects(len(new_ids))
+                    self._add_objects(len(new_ids))
                 values = self.model.encode_value(padded, features, probs[1:, None])
                 self.memory.add(features.key[0], values, temporary)
             elif new_ids:
-                self.memory.add_objects(len(new_ids))
+                self._add_objects(len(new_ids))
         return self._output(t, probs)
+
+    def _add_objects(self, count: int) -> None:
+        """New objects get memory values from now on and a fresh (zero) smoothing state."""
+        self.memory.add_objects(count)
+        if self.smoothing_state is not None:
+            extra = self.smoothing_state.new_zeros(count, *self.smoothing_state.shape[1:])
+            self.smoothing_state = torch.cat([self.smoothing_state, extra])
+
+    def _encode_audio(self, audio: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+        """The audio embedding of the window ending at this frame, or None (zero audio channels)."""
+        if not self.model.uses_audio:
+            return None
+        if audio is None:
+            if not self._warned_no_audio:
+                warnings.warn(
+                    "an audio-visual model is running without audio: its audio key channels are zero",
+                    stacklevel=3,
+                )
+                self._warned_no_audio = True
+            return None
+        wave = torch.as_tensor(np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray) else audio)
+        wave = wave.float().flatten()
+        if not torch.isfinite(wave).all():
+            warnings.warn("audio window has NaN or infinite samples: they are replaced by silence", stacklevel=3)
+            wave = torch.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
+        wave = wave[-WINDOW_SAMPLES:]
+        if wave.numel() < WINDOW_SAMPLES:
+            wave = F.pad(wave, (WINDOW_SAMPLES - wave.numel(), 0))
+        return self.model.encode_audio(wave[None].to(self.device))
 
     def _merge_mask(self, probs: torch.Tensor | None, ids: list[int], onehot: torch.Tensor) -> torch.Tensor:
         """Write given object masks into this frame's probabilities and register new objects.

@@ -52,7 +52,7 @@ def test_matches_official_stcn(reference: dict[str, np.ndarray], tmp_path: Path)
     pad = tuple(int(x) for x in reference["pad"])
     agree, total = 0, 0
     for t in range(len(frames)):
-        result = session.step(frames[t], first if t == 0 else None, end=t == len(frames) - 1)
+        result = session.step(frames[t], mask=first if t == 0 else None, end=t == len(frames) - 1)
         expected = reference["prob"][:, t]
         diff = np.abs(result.probs.numpy() - expected)
         robust = ~fragile_pixels(reference["topk_gap"][t - 1], pad, first.shape) if t else np.ones_like(first, bool)

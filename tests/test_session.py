@@ -16,7 +16,7 @@ from tests.conftest import moving_discs
 
 
 def run(session: InferenceSession, clip: np.ndarray, first: np.ndarray) -> list:
-    return [session.step(clip[t], first if t == 0 else None, end=t == len(clip) - 1) for t in range(len(clip))]
+    return [session.step(clip[t], mask=first if t == 0 else None, end=t == len(clip) - 1) for t in range(len(clip))]
 
 
 def test_padding_split_and_processing_size() -> None:
@@ -49,7 +49,7 @@ def test_include_last_keeps_one_temporary_frame(stcn_model: STCN) -> None:
     clip, first = moving_discs(frames=8)
     session = InferenceSession(stcn_model, InferenceConfig(include_last=True), "cpu")
     for t in range(7):
-        session.step(clip[t], first if t == 0 else None)
+        session.step(clip[t], mask=first if t == 0 else None)
     assert session.memory.frames == 2 and session.memory.temp_size == 24  # frames 0, 5 and temporary 6
     session.step(clip[7], end=True)
     assert session.memory.temp_size == 24  # the last frame is never encoded
@@ -94,7 +94,7 @@ def test_object_added_at_a_later_frame(stcn_model: STCN) -> None:
     session = InferenceSession(stcn_model, InferenceConfig(), "cpu")
     for t in range(8):
         mask = only_one if t == 0 else later if t == 3 else None
-        result = session.step(clip[t], mask)
+        result = session.step(clip[t], mask=mask)
         if t < 3:
             assert result.object_ids == [1] and set(np.unique(result.labels)) <= {0, 1}
         if t == 3:
@@ -107,7 +107,7 @@ def test_object_added_at_a_later_frame(stcn_model: STCN) -> None:
 def test_delete_and_reset(stcn_model: STCN) -> None:
     clip, first = moving_discs(frames=4)
     session = InferenceSession(stcn_model, InferenceConfig(), "cpu")
-    session.step(clip[0], first)
+    session.step(clip[0], mask=first)
     session.delete_objects([1])
     result = session.step(clip[1])
     assert result.object_ids == [2] and set(np.unique(result.labels)) <= {0, 2}
@@ -121,30 +121,30 @@ def test_frames_before_any_object_are_background(stcn_model: STCN) -> None:
     clip, first = moving_discs(frames=3)
     session = InferenceSession(stcn_model, InferenceConfig(), "cpu")
     assert not session.step(clip[0]).labels.any()
-    assert session.step(clip[1], first).object_ids == [1, 2]
+    assert session.step(clip[1], mask=first).object_ids == [1, 2]
 
 
 def test_bad_masks_are_refused_without_losing_state(stcn_model: STCN) -> None:
     clip, first = moving_discs(frames=3)
     session = InferenceSession(stcn_model, InferenceConfig(), "cpu")
     with pytest.raises(MaskError, match=r"mask is 95x64 but the frame is 96x64"):
-        session.step(clip[0], first[:, :95])
+        session.step(clip[0], mask=first[:, :95])
     with pytest.raises(MaskError, match="no object"):
-        session.step(clip[0], np.zeros_like(first))
+        session.step(clip[0], mask=np.zeros_like(first))
     with pytest.raises(MaskError, match="0..255"):
-        session.step(clip[0], first.astype(np.int32) * 200)
+        session.step(clip[0], mask=first.astype(np.int32) * 200)
     with pytest.raises(MaskError, match="integer object ids"):
-        session.step(clip[0], first.astype(np.float32))
+        session.step(clip[0], mask=first.astype(np.float32))
     with pytest.raises(MaskError, match="not object ids present"):
-        session.step(clip[0], first, objects=[3])
+        session.step(clip[0], mask=first, objects=[3])
     assert session.frame_index == 0 and session.object_ids == []
-    assert session.step(clip[0], first).object_ids == [1, 2]
+    assert session.step(clip[0], mask=first).object_ids == [1, 2]
 
 
 def test_frame_size_change_and_bad_frames(stcn_model: STCN) -> None:
     clip, first = moving_discs(frames=2)
     session = InferenceSession(stcn_model, InferenceConfig(), "cpu")
-    session.step(clip[0], first)
+    session.step(clip[0], mask=first)
     with pytest.raises(InputError, match="frame 1 is 48x32 but this session's frames are 96x64"):
         session.step(clip[1][:32, :48])
     with pytest.raises(InputError, match="RGB frame"):

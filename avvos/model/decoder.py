@@ -15,12 +15,17 @@ class Decoder(nn.Module):
     ``f8`` and ``f4`` are the query frame's key-encoder skips with batch 1, shared by all objects.
     """
 
-    def __init__(self, value_dim: int = 512, skip_dims: tuple[int, int] = (512, 256)) -> None:
+    def __init__(
+        self,
+        value_dim: int = 512,
+        skip_dims: tuple[int, int] = (512, 256),
+        dims: tuple[int, int, int] = (512, 256, 256),
+    ) -> None:
         super().__init__()
-        self.compress = ResBlock(2 * value_dim, 512)
-        self.up_16_8 = UpsampleBlock(skip_dims[0], 512, 256)
-        self.up_8_4 = UpsampleBlock(skip_dims[1], 256, 256)
-        self.pred = nn.Conv2d(256, 1, 3, padding=1)
+        self.compress = ResBlock(2 * value_dim, dims[0])
+        self.up_16_8 = UpsampleBlock(skip_dims[0], dims[0], dims[1])
+        self.up_8_4 = UpsampleBlock(skip_dims[1], dims[1], dims[2])
+        self.pred = nn.Conv2d(dims[2], 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
         x = self.compress(x)

@@ -1,7 +1,9 @@
-"""The STCN evaluation network, assembled from its encoders and decoder.
+"""The STCN network, assembled from its encoders and decoder, with avvos's optional extensions.
 
-State-dict names match the official checkpoints (``key_encoder``, ``value_encoder``, ``key_proj``,
-``key_comp``, ``decoder``), so an official ``stcn.pth`` loads strictly.
+State-dict names of the STCN parts match the official checkpoints (``key_encoder``,
+``value_encoder``, ``key_proj``, ``key_comp``, ``decoder``), so an official ``stcn.pth`` loads
+strictly. The audio encoder (``audio_encoder``, ``audio_key``) and the readout smoother
+(``smoother``) exist only when the configuration asks for them.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import torch
 from torch import nn
 
 from avvos.config import ModelConfig
+from avvos.model.audio import AudioEncoder, AudioKey
 from avvos.model.decoder import Decoder
-from avvos.model.encoders import KeyEncoder, KeyProjection, ValueEncoder
+from avvos.model.encoders import KeyProjection, build_key_encoder, build_value_encoder
+from avvos.model.smoothing import ReadoutSmoother
 
 
 @dataclass
 class FrameFeatures:
     """Everything the key encoder gives for one frame; computed once and reused.
 
-    ``key`` (1, key_dim, h, w) serves as query and memory key; ``query_value`` (1, value_dim, h, w)
-    is the frame's own half of the decoder input; ``f16``/``f8``/``f4`` are the trunk features.
+    ``key`` (1, key_channels, h, w) serves as query and memory key (visual channels first, then
+    audio channels); ``query_value`` (1, value_dim, h, w) is the frame's own half of the decoder
+    input; ``f16``/``f8``/``f4`` are the trunk features.
     """
 
     key: torch.Tensor
@@ -34,25 +39,45 @@ class FrameFeatures:
 class STCN(nn.Module):
     """Space-time correspondence network: shared key encoder, per-object value encoder, decoder."""
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
+    def __init__(self, config: ModelConfig | None = None, pretrained: bool = False) -> None:
         super().__init__()
-        self.config = config or ModelConfig()
-        if self.config.key_backbone != "resnet50" or self.config.value_backbone != "resnet18":
-            raise ValueError(
-                f"unsupported backbones {self.config.key_backbone}/{self.config.value_backbone}: "
-                "this version builds resnet50/resnet18"
-            )
-        f16_dim, f8_dim, f4_dim = KeyEncoder.out_channels
-        self.key_encoder = KeyEncoder()
-        self.value_encoder = ValueEncoder(f16_dim, self.config.value_dim, self.config.use_cbam)
-        self.key_proj = KeyProjection(f16_dim, self.config.key_dim)
-        self.key_comp = nn.Conv2d(f16_dim, self.config.value_dim, 3, padding=1)
-        self.decoder = Decoder(self.config.value_dim, (f8_dim, f4_dim))
+        self.config = config = config or ModelConfig()
+        self.key_encoder = build_key_encoder(config.key_backbone, pretrained)
+        f16_dim, f8_dim, f4_dim = self.key_encoder.out_channels
+        self.value_encoder = build_value_encoder(
+            config.value_backbone, f16_dim, config.value_dim, config.use_cbam, pretrained
+        )
+        self.key_proj = KeyProjection(f16_dim, config.key_dim)
+        self.key_comp = nn.Conv2d(f16_dim, config.value_dim, 3, padding=1)
+        self.decoder = Decoder(config.value_dim, (f8_dim, f4_dim), config.decoder_dims)
+        if config.audio != "none":
+            self.audio_encoder = AudioEncoder(config.audio_embed_dim)
+            self.audio_key = AudioKey(config.audio, f16_dim, config.audio_embed_dim, config.audio_dim)
+        if config.smoothing:
+            self.smoother = ReadoutSmoother(config.value_dim, config.smoothing_dim)
 
-    def encode_key(self, image: torch.Tensor) -> FrameFeatures:
-        """Encode a normalised, padded frame (1, 3, H, W)."""
+    @property
+    def uses_audio(self) -> bool:
+        return self.config.audio != "none"
+
+    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, samples) mono 16 kHz windows ending at each frame → (B, audio_embed_dim)."""
+        return self.audio_encoder(waveform)
+
+    def encode_key(self, image: torch.Tensor, audio_embedding: torch.Tensor | None = None) -> FrameFeatures:
+        """Encode a normalised, padded frame (B, 3, H, W) and, for audio models, its audio embedding.
+
+        An audio model given no embedding gets zero audio channels (the visual-only key).
+        """
         f16, f8, f4 = self.key_encoder(image)
-        return FrameFeatures(self.key_proj(f16), self.key_comp(f16), f16, f8, f4)
+        key = self.key_proj(f16)
+        if self.uses_audio:
+            if audio_embedding is None:
+                audio = key.new_zeros(key.shape[0], self.config.audio_dim, *key.shape[-2:])
+            else:
+                audio = self.audio_key(audio_embedding.to(f16.dtype), f16)
+            key = torch.cat([key, audio], dim=1)
+        return FrameFeatures(key, self.key_comp(f16), f16, f8, f4)
 
     def encode_value(self, image: torch.Tensor, features: FrameFeatures, probs: torch.Tensor) -> torch.Tensor:
         """Memory values (K, value_dim, h, w) from the frame and K object probability maps (K, 1, H, W)."""
@@ -68,13 +93,24 @@ class STCN(nn.Module):
         f16 = features.f16.expand(num_objects, -1, -1, -1)
         return self.value_encoder(image, f16, probs, others)
 
+    def smooth(self, readout: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Combine this frame's readout with the state of earlier frames (identity without a smoother)."""
+        if not self.config.smoothing:
+            return readout, None
+        return self.smoother(readout, state)
+
     def decode(self, features: FrameFeatures, readout: torch.Tensor) -> torch.Tensor:
         """Per-object foreground probabilities (K, 1, H, W) from the memory readout (K, value_dim, h, w)."""
+        return torch.sigmoid(self.decode_logits(features, readout))
+
+    def decode_logits(self, features: FrameFeatures, readout: torch.Tensor) -> torch.Tensor:
         query_value = features.query_value.expand(readout.shape[0], -1, -1, -1)
-        logits = self.decoder(torch.cat([readout, query_value], dim=1), features.f8, features.f4)
-        return torch.sigmoid(logits)
+        return self.decoder(torch.cat([readout, query_value], dim=1), features.f8, features.f4)
 
 
-def build_model(config: ModelConfig | None = None) -> STCN:
-    """A randomly initialised model for ``config`` (the official STCN layout by default), in eval mode."""
-    return STCN(config).eval()
+def build_model(config: ModelConfig | None = None, pretrained: bool = False) -> STCN:
+    """A model for ``config`` (the official STCN layout by default), in eval mode.
+
+    ``pretrained`` initialises the backbones from torchvision's ImageNet weights (for training).
+    """
+    return STCN(config, pretrained).eval()
