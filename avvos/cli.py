@@ -45,7 +45,13 @@ def get_model(weights: str | None, device: torch.device) -> tuple[STCN, str]:
 
 def _inference_config(args: argparse.Namespace) -> InferenceConfig:
     return InferenceConfig(
-        top_k=args.top_k, mem_every=args.mem_every, include_last=args.include_last, size=args.size, amp=args.amp
+        top_k=args.top_k,
+        mem_every=args.mem_every,
+        include_last=args.include_last,
+        size=args.size,
+        amp=args.amp,
+        memory_frames=args.memory_frames,
+        memory_policy=args.memory_policy,
     )
 
 
@@ -60,6 +66,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--size", type=int, help="shorter side to process at (default: as is up to 480p, larger frames at 480p)"
     )
     group.add_argument("--amp", action="store_true", help="mixed precision (fp16/bf16 autocast) on CUDA")
+    group.add_argument(
+        "--memory-frames", type=int, help="bound the memory to N frames, first frame pinned (default: unbounded)"
+    )
+    group.add_argument(
+        "--memory-policy", choices=["usage", "fifo"], default="usage", help="what a bounded memory keeps"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

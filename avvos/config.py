@@ -94,6 +94,8 @@ class InferenceConfig:
 
     ``size``: shorter side to process at. ``None`` processes frames up to ``max_size`` as they
     are and scales larger ones down to ``max_size``; masks always come back at the input size.
+    ``memory_frames``: bound on the memory, in frames (None: unbounded, as STCN); the first frame
+    stays pinned and ``memory_policy`` (``usage`` or ``fifo``) chooses what else is kept.
     """
 
     top_k: int = 20
@@ -102,12 +104,18 @@ class InferenceConfig:
     size: int | None = None
     max_size: int = 480
     amp: bool = False
+    memory_frames: int | None = None
+    memory_policy: str = "usage"
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.mem_every < 1:
             raise ValueError(f"mem_every must be at least 1, got {self.mem_every}")
+        if self.memory_frames is not None and self.memory_frames < 2:
+            raise ValueError(f"memory_frames must be at least 2 (the pinned first frame + 1), got {self.memory_frames}")
+        if self.memory_policy not in ("usage", "fifo"):
+            raise ValueError(f"memory_policy must be usage or fifo, got {self.memory_policy!r}")
         if self.size is not None and self.size < 16:
             raise ValueError(f"size must be at least 16 pixels, got {self.size}")
 

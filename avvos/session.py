@@ -73,7 +73,13 @@ class InferenceSession:
         self.config = config or InferenceConfig()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
-        self.memory = MemoryStore(model.config.key_channels, model.config.value_dim, scale_dim=model.config.key_dim)
+        self.memory = MemoryStore(
+            model.config.key_channels,
+            model.config.value_dim,
+            scale_dim=model.config.key_dim,
+            capacity_frames=self.config.memory_frames,
+            policy=self.config.memory_policy,
+        )
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.reset()
