@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +26,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig, resolve_device
+from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig, ModelConfig, resolve_device
+from avvos.errors import InputError
 from avvos.model.aggregate import aggregate
-from avvos.model.stcn import STCN
+from avvos.model.stcn import STCN, build_model
 from avvos.session import InferenceSession, pad_amounts
 
 
 @dataclass
 class BenchResult:
-    """Figures of one variant; latencies in milliseconds, memory in MiB."""
+    """Figures of one variant; latencies in milliseconds, memory in MiB.
+
+    ``early``/``late`` are medians over a window near frame 1,000 (or the first tenth of a shorter
+    run) and over the last 200 frames (or last tenth), to show whether a long stream stays flat.
+    """
 
     variant: str
     frames: int
     fps: float
     latency_median_ms: float
     latency_p95_ms: float
-    first_latencies_ms: list[float]
-    last_latencies_ms: list[float]
+    early_latency_ms: float
+    late_latency_ms: float
+    early_rss_mib: float
+    late_rss_mib: float
     peak_rss_mib: float
     peak_cuda_mib: float | None
+    memory_positions: int | None
 
 
 def generated_clip(frames: int, height: int, width: int, objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -127,95 +135,150 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _current_rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _windows(frames: int) -> tuple[slice, slice]:
+    """Frame ranges whose latencies give the early and late figures."""
+    if frames >= 1400:
+        return slice(900, 1100), slice(frames - 200, frames)
+    tenth = max(1, frames // 10)
+    return slice(1, 1 + tenth), slice(frames - tenth, frames)
+
+
 def _measure(
     variant: str,
     weights: str | None,
+    arch: str,
     config: InferenceConfig,
     device_name: str,
     clip: np.ndarray,
     first: np.ndarray,
+    frames: int,
     threads: int | None,
 ) -> dict[str, Any]:
-    """Run one variant in this (fresh) process and return its figures."""
+    """Run one variant in this (fresh) process and return its figures; the clip is cycled to ``frames``."""
     from avvos.cli import get_model
 
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device_name)
-    model, _ = get_model(weights, device)
+    if weights is None and arch == "light":
+        torch.manual_seed(0)
+        model = build_model(ModelConfig.light()).to(device)
+    else:
+        model, _ = get_model(weights, device)
     stamps: list[float] = []
+    early_window, _ = _windows(frames)
+    early_rss = 0.0
 
     def tick() -> None:
+        nonlocal early_rss
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
+        if len(stamps) == early_window.stop:
+            early_rss = _current_rss_mib()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    positions = None
     start = time.perf_counter()
-    if variant == "avvos":
-        session = InferenceSession(model, config, device)
-        for t in range(len(clip)):
-            session.step(clip[t], mask=first if t == 0 else None, end=t == len(clip) - 1)
-            tick()
+    if variant == "official":
+        OfficialProfile(model, config, device).run(clip[:frames], first, tick)
     else:
-        OfficialProfile(model, config, device).run(clip, first, tick)
+        if variant == "unbounded":
+            config = replace(config, memory_frames=None)
+        session = InferenceSession(model, config, device)
+        for t in range(frames):
+            session.step(clip[t % len(clip)], mask=first if t == 0 else None, end=t == frames - 1)
+            tick()
+        positions = session.memory.size
     latencies = np.diff([start, *stamps]) * 1000
+    early, late = _windows(frames)
     steady = latencies[1:] if len(latencies) > 1 else latencies
     return asdict(
         BenchResult(
             variant=variant,
-            frames=len(clip),
-            fps=len(clip) / (stamps[-1] - start),
+            frames=frames,
+            fps=frames / (stamps[-1] - start),
             latency_median_ms=float(statistics.median(steady)),
             latency_p95_ms=float(np.percentile(steady, 95)),
-            first_latencies_ms=[float(x) for x in latencies[:5]],
-            last_latencies_ms=[float(x) for x in latencies[-5:]],
+            early_latency_ms=float(np.median(latencies[early])),
+            late_latency_ms=float(np.median(latencies[late])),
+            early_rss_mib=early_rss or _current_rss_mib(),
+            late_rss_mib=_current_rss_mib(),
             peak_rss_mib=_peak_rss_mib(),
             peak_cuda_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+            memory_positions=positions,
         )
     )
 
 
-def run_benchmark(args: argparse.Namespace, config: InferenceConfig, get_model: Callable[..., Any]) -> list[dict]:
-    """Measure the avvos session (and the official profile unless ``--no-official``) and print a table."""
+def run_benchmark(args: argparse.Namespace, config: InferenceConfig) -> list[dict]:
+    """Measure avvos (and the variant named by ``--compare``) in fresh processes and print a table."""
     if args.clip:
         from avvos.sources import open_frames
 
         with open_frames(args.clip) as source:
-            frames = [f.image for _, f in zip(range(args.frames), source, strict=False)]
-        clip = np.stack(frames)
+            images = [f.image for _, f in zip(range(min(args.frames, 300)), source, strict=False)]
+        clip = np.stack(images)
         _, first = generated_clip(1, *clip.shape[1:3], args.objects)
     else:
-        clip, first = generated_clip(args.frames, args.height, args.width, args.objects)
-    variants = ["avvos"] if args.no_official else ["avvos", "official"]
+        clip, first = generated_clip(min(args.frames, 300), args.height, args.width, args.objects)
+    if args.compare == "official" and args.frames > len(clip):
+        raise InputError(f"the official profile loads the whole clip up front: use at most {len(clip)} frames")
+    variants = ["avvos"] + ([] if args.compare == "none" else [args.compare])
     context = multiprocessing.get_context("spawn")
     results = []
     for variant in variants:
         with context.Pool(1) as pool:
             results.append(
-                pool.apply(_measure, (variant, args.weights, config, args.device, clip, first, args.threads))
+                pool.apply(
+                    _measure,
+                    (variant, args.weights, args.arch, config, args.device, clip, first, args.frames, args.threads),
+                )
             )
     h, w = clip.shape[1:3]
-    print(
-        f"clip: {len(clip)} frames of {w}x{h}, {args.objects} objects; device {args.device}; "
-        f"mem_every {config.mem_every}, top_k {config.top_k}; torch threads {args.threads or torch.get_num_threads()}"
+    memory = (
+        f"bounded to {config.memory_frames} frames ({config.memory_policy})" if config.memory_frames else "unbounded"
     )
-    print(f"{'variant':<10}{'fps':>8}{'median ms':>11}{'p95 ms':>9}{'peak RSS MiB':>14}{'peak CUDA MiB':>15}")
+    print(
+        f"clip: {args.frames} frames of {w}x{h}, {args.objects} objects; model {args.weights or args.arch}; "
+        f"device {args.device}; mem_every {config.mem_every}, top_k {config.top_k}; avvos memory {memory}; "
+        f"torch threads {args.threads or torch.get_num_threads()}"
+    )
+    header = [
+        "variant",
+        "fps",
+        "median ms",
+        "p95 ms",
+        "early ms",
+        "late ms",
+        "early RSS",
+        "late RSS",
+        "peak RSS",
+        "CUDA MiB",
+    ]
+    print("".join(f"{h:>11}" for h in header))
     for r in results:
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
-        print(
-            f"{r['variant']:<10}{r['fps']:>8.2f}{r['latency_median_ms']:>11.1f}{r['latency_p95_ms']:>9.1f}"
-            f"{r['peak_rss_mib']:>14.0f}{cuda:>15}"
-        )
+        row = [r["variant"], f"{r['fps']:.2f}", f"{r['latency_median_ms']:.1f}", f"{r['latency_p95_ms']:.1f}",
+               f"{r['early_latency_ms']:.1f}", f"{r['late_latency_ms']:.1f}", f"{r['early_rss_mib']:.0f}",
+               f"{r['late_rss_mib']:.0f}", f"{r['peak_rss_mib']:.0f}", cuda]  # fmt: skip
+        print("".join(f"{c:>11}" for c in row))
+    for r in results:
+        print(f"{r['variant']}: late/early latency x{r['late_latency_ms'] / r['early_latency_ms']:.2f}")
     if len(results) == 2:
         a, o = results
         print(
-            f"ratio avvos/official: fps x{a['fps'] / o['fps']:.2f}, "
+            f"ratio avvos/{o['variant']}: fps x{a['fps'] / o['fps']:.2f}, "
             f"median latency x{a['latency_median_ms'] / o['latency_median_ms']:.2f}, "
             f"peak RSS x{a['peak_rss_mib'] / o['peak_rss_mib']:.2f}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"clip": [len(clip), h, w], "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"clip": [args.frames, h, w], "results": results}, indent=2))
     sys.stdout.flush()
     return results

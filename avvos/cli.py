@@ -118,11 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         "side by side with the official STCN algorithm's cost profile, on the same clip in one run.",
     )
     bench.add_argument("--clip", help="folder of frames or video (default: a generated clip)")
-    bench.add_argument("--frames", type=int, default=40, help="frames to run (default 40)")
+    bench.add_argument("--frames", type=int, default=40, help="frames to run; a clip is cycled (default 40)")
     bench.add_argument("--height", type=int, default=480, help="generated clip height (default 480)")
     bench.add_argument("--width", type=int, default=854, help="generated clip width (default 854)")
     bench.add_argument("--objects", type=int, default=2, help="objects in the generated clip (default 2)")
-    bench.add_argument("--no-official", action="store_true", help="skip the official-algorithm comparison")
+    bench.add_argument(
+        "--compare",
+        choices=["official", "unbounded", "none"],
+        default="official",
+        help="run beside avvos: the official algorithm's cost profile (default), the same session with an "
+        "unbounded memory (use with --memory-frames), or nothing",
+    )
+    bench.add_argument(
+        "--arch", choices=["stcn", "light"], default="stcn", help="architecture to time when no --weights (random)"
+    )
     bench.add_argument("--threads", type=int, help="torch CPU threads")
     bench.add_argument("--json", help="also write the figures as JSON here")
     _add_model_options(bench)
@@ -189,7 +198,7 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_bench(args: argparse.Namespace) -> None:
     from avvos.bench import run_benchmark
 
-    run_benchmark(args, _inference_config(args), get_model)
+    run_benchmark(args, _inference_config(args))
 
 
 def main(argv: list[str] | None = None) -> int:
