@@ -52,6 +52,7 @@ def _inference_config(args: argparse.Namespace) -> InferenceConfig:
         amp=args.amp,
         memory_frames=args.memory_frames,
         memory_policy=args.memory_policy,
+        compile=args.compile,
     )
 
 
@@ -66,6 +67,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--size", type=int, help="shorter side to process at (default: as is up to 480p, larger frames at 480p)"
     )
     group.add_argument("--amp", action="store_true", help="mixed precision (fp16/bf16 autocast) on CUDA")
+    group.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoder (GPU)")
     group.add_argument(
         "--memory-frames", type=int, help="bound the memory to N frames, first frame pinned (default: unbounded)"
     )

@@ -96,6 +96,7 @@ class InferenceConfig:
     are and scales larger ones down to ``max_size``; masks always come back at the input size.
     ``memory_frames``: bound on the memory, in frames (None: unbounded, as STCN); the first frame
     stays pinned and ``memory_policy`` (``usage`` or ``fifo``) chooses what else is kept.
+    ``amp``: bf16 (or fp16) autocast on CUDA; ``compile``: ``torch.compile`` the key encoder and decoder.
     """
 
     top_k: int = 20
@@ -106,6 +107,7 @@ class InferenceConfig:
     amp: bool = False
     memory_frames: int | None = None
     memory_policy: str = "usage"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

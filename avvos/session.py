@@ -73,6 +73,14 @@ class InferenceSession:
         self.config = config or InferenceConfig()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
+        self._amp_dtype: torch.dtype | None = None
+        if self.config.amp and self.device.type == "cuda":
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        # Compiled versions of the heavy calls live in the session, leaving the shared model untouched.
+        self._encode_key = torch.compile(model.encode_key, dynamic=False) if self.config.compile else model.encode_key
+        self._decode = torch.compile(model.decode, dynamic=True) if self.config.compile else model.decode
         self.memory = MemoryStore(
             model.config.key_channels,
             model.config.value_dim,
@@ -127,14 +135,15 @@ class InferenceSession:
         t = self.frame_index
         self.frame_index += 1
         padded = self._pad(self._normalise(image))
-        amp = self.config.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, enabled=amp):
-            features = self.model.encode_key(padded, embedding)
+        with torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None):
+            if self.device.type == "cuda":
+                padded = padded.contiguous(memory_format=torch.channels_last)
+            features = self._encode_key(padded, embedding)
             probs = None
             if self.object_ids and self.memory.size > 0:
                 readout = self.memory.read(features.key[0], self.config.top_k).to(features.query_value.dtype)
                 readout, self.smoothing_state = self.model.smooth(readout, self.smoothing_state)
-                probs = aggregate(self.model.decode(features, readout)[:, 0].float())
+                probs = aggregate(self._decode(features, readout)[:, 0].float())
             new_ids: list[int] = []
             if mask_tensor is not None:
                 ids, onehot = mask_tensor
@@ -194,7 +203,7 @@ class InferenceSession:
         objects = torch.zeros(len(order), *onehot.shape[-2:], device=self.device)
         if probs is not None:
             objects[: len(previous)] = probs[1:]
-            objects[:, onehot.sum(0) > 0] = 0
+            objects = objects * (onehot.sum(0) == 0)  # no boolean indexing: no host-device sync
         for row, object_id in enumerate(ids):
             objects[order.index(object_id)] = onehot[row]
         self.object_ids = order
