@@ -333,3 +333,182 @@ def format_table(results: dict) -> str:
         if index == 0:
             lines.append("-" * len(header))
     return "\n".join(lines)
+
+
+# The "who is sounding" audio-visual task (shared/research/av_sync_task.md): J&F over every frame after the
+# first (the last frame included, unlike the official DAVIS protocol), identity switches and flicker.
+
+
+def _evaluate_sequence_after_first(name: str, pred_dir: Path, gt_dir: Path) -> dict[str, dict[str, float]]:
+    """Per-object result rows (keyed "1".."N") of one sequence, scoring every frame after the first."""
+    gt_paths = sorted(gt_dir.glob("*.png"))
+    if len(gt_paths) < 2:
+        raise InputError(
+            f"sequence '{name}' has {len(gt_paths)} ground-truth frame(s) in {gt_dir}: at least 2 are needed, "
+            "as the first frame is not scored"
+        )
+    first = read_mask(gt_paths[0])
+    merge = _is_davis2016_style(gt_paths[0], first)
+    if not merge:
+        first = np.where(first == VOID_ID, 0, first)
+    n_objects = int(first.max(initial=0))
+    if n_objects == 0:
+        raise MaskError(f"the first ground-truth frame of sequence '{name}' ({gt_paths[0]}) has no object")
+    ids = np.arange(1, n_objects + 1, dtype=np.uint8)[:, None, None]
+    scored = gt_paths[1:]
+    j_values = np.empty((n_objects, len(scored)))
+    f_values = np.empty((n_objects, len(scored)))
+    for t, gt_path in enumerate(scored):
+        pred_path = pred_dir / gt_path.name
+        if not pred_path.is_file():
+            raise InputError(
+                f"sequence '{name}' has no prediction for frame {gt_path.name}: {pred_path} is missing "
+                "(every ground-truth frame after the first is scored)"
+            )
+        gt, pred = read_mask(gt_path), read_mask(pred_path)
+        if gt.shape != first.shape or pred.shape != gt.shape:
+            raise MaskError(
+                f"sequence '{name}', frame {gt_path.name}: prediction {_size(pred)}, ground truth {_size(gt)}, "
+                f"first ground-truth frame {_size(first)} (width x height) must all be equal"
+            )
+        if merge:
+            pred = (pred != 0).astype(np.uint8)
+        else:
+            gt = np.where(gt == VOID_ID, 0, gt)
+            extra = np.unique(pred[pred > n_objects])
+            if extra.size:
+                raise MaskError(
+                    f"prediction {pred_path} has object id(s) {extra.tolist()} but sequence '{name}' has "
+                    f"{n_objects} object(s) in its first ground-truth frame"
+                )
+        gt_stack, pred_stack = gt[None] == ids, pred[None] == ids
+        j_values[:, t] = _jaccard(pred_stack, gt_stack)
+        f_values[:, t] = _boundary_f(pred_stack, gt_stack)
+    return {str(k + 1): _row(summarize(j_values[k]), summarize(f_values[k])) for k in range(n_objects)}
+
+
+def evaluate_after_first(
+    pred_root: Path | str,
+    gt_root: Path | str,
+    sequences: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """J&F as :func:`evaluate` (same rules and result layout) but scoring *every* frame after the first.
+
+    The official DAVIS protocol leaves out the first and the last frame; the audio-visual task scores
+    "all frames after the first", so the last frame counts here.
+    """
+    pred_root = Path(pred_root)
+    if not pred_root.is_dir():
+        raise InputError(f"prediction folder not found: {pred_root}")
+    ann_root = annotation_root(gt_root)
+    names = _select_sequences(pred_root, ann_root, sequences)
+    per_sequence: dict[str, dict] = {}
+    all_objects: list[dict[str, float]] = []
+    for name in tqdm(names, desc="J&F", unit="seq", disable=not progress):
+        objects = _evaluate_sequence_after_first(name, pred_root / name, ann_root / name)
+        per_sequence[name] = {**_mean_row(list(objects.values())), "objects": objects}
+        all_objects.extend(objects.values())
+    return {"overall": _mean_row(all_objects), "sequences": per_sequence}
+
+
+def identity_switches(
+    pred_masks: np.ndarray,
+    target_masks: np.ndarray,
+    distractor_masks: np.ndarray,
+    crossing_frames: Sequence[int],
+) -> dict:
+    """Frames after a crossing in which the prediction overlaps a distractor more than the target.
+
+    ``pred_masks`` and ``target_masks`` are (T, H, W) masks (non-zero = inside), ``distractor_masks``
+    (T, D, H, W) or, for one distractor, (T, H, W): the distractors' visible pixels. "After a crossing"
+    means every frame after the *first* crossing frame (that frame itself excluded). A frame is a switch
+    when the prediction shares strictly more pixels with some distractor than with the target (an empty
+    prediction is never a switch). Returns ``{"switches": count, "frames": post-crossing frames,
+    "fraction": switches / frames (NaN when there is no such frame), "switch_frames": [t, ...]}``.
+    """
+    pred = np.asarray(pred_masks).astype(bool)
+    target = np.asarray(target_masks).astype(bool)
+    distractors = np.asarray(distractor_masks).astype(bool)
+    if distractors.ndim == 3:
+        distractors = distractors[:, None]
+    if pred.ndim != 3 or pred.shape != target.shape:
+        raise ValueError(f"pred and target masks must be (T, H, W) of one shape, got {pred.shape}, {target.shape}")
+    if distractors.ndim != 4 or distractors.shape[0] != pred.shape[0] or distractors.shape[2:] != pred.shape[1:]:
+        raise ValueError(f"distractor masks must be (T, D, H, W) matching {pred.shape}, got {distractors.shape}")
+    frames = pred.shape[0]
+    start = min(crossing_frames) + 1 if len(crossing_frames) else frames
+    on_target = np.count_nonzero(pred & target, axis=(1, 2))
+    on_distractor = np.count_nonzero(pred[:, None] & distractors, axis=(2, 3)).max(axis=1, initial=0)
+    switched = np.flatnonzero(on_distractor[start:] > on_target[start:]) + start
+    count = max(frames - start, 0)
+    return {
+        "switches": len(switched),
+        "frames": count,
+        "fraction": len(switched) / count if count else float("nan"),
+        "switch_frames": switched.tolist(),
+    }
+
+
+def flicker(pred_masks: np.ndarray, gt_masks: np.ndarray) -> float:
+    """Mean over frames t >= 1 of ``1 - IoU(pred_t, pred_{t-1})``, minus the same for the ground truth.
+
+    Both are (T, H, W) masks (non-zero = inside), T >= 2; the IoU of two empty masks is 1. Lower is
+    steadier; 0 means the prediction changes as much as the ground truth does.
+    """
+    pred = np.asarray(pred_masks).astype(bool)
+    gt = np.asarray(gt_masks).astype(bool)
+    if pred.ndim != 3 or pred.shape != gt.shape or pred.shape[0] < 2:
+        raise ValueError(f"masks must be (T, H, W) of one shape with T >= 2, got {pred.shape} and {gt.shape}")
+    return float(np.mean(1.0 - _jaccard(pred[1:], pred[:-1])) - np.mean(1.0 - _jaccard(gt[1:], gt[:-1])))
+
+
+def evaluate_av_sync(pred_root: Path | str, data_root: Path | str, split: str, progress: bool = False) -> dict:
+    """Score predictions of one split of an audio-visual data set written by ``avvos.data.av_sync``.
+
+    ``pred_root/<clip>/<frame>.png`` holds the predicted target as id 1 (frame 0 may be left out: the
+    given first mask stands in for it). Returns the means over the split's clips of J&F, J and F over all
+    frames after the first (:func:`evaluate_after_first`), of the identity-switch fraction (over clips
+    with a post-crossing frame; NaN if none has one) and of the flicker, the total switch and
+    post-crossing frame counts, and the same per clip under ``"sequences"``. The gain from audio is
+    ``J&F(crossing) - J&F(silent)`` of two such results.
+    """
+    from avvos.data.av_sync import read_distractor_masks, read_meta
+
+    pred_root, data_root = Path(pred_root), Path(data_root)
+    names = read_imageset(data_root / "ImageSets" / f"{split}.txt")
+    scores = evaluate_after_first(pred_root, data_root, names, progress)
+    ann_root = annotation_root(data_root)
+    per_clip: dict[str, dict] = {}
+    for name in names:
+        gt_paths = sorted((ann_root / name).glob("*.png"))
+        gt = np.stack([read_mask(path) == 1 for path in gt_paths])
+        pred = gt.copy()
+        for t, path in enumerate(gt_paths):
+            if t > 0 or (pred_root / name / path.name).is_file():
+                pred[t] = read_mask(pred_root / name / path.name) == 1
+        distractors = read_distractor_masks(data_root, name)
+        switches = identity_switches(pred, gt, distractors, read_meta(data_root, name)["crossing_frames"])
+        row = scores["sequences"][name]
+        per_clip[name] = {
+            "J&F-Mean": row["J&F-Mean"],
+            "J-Mean": row["J-Mean"],
+            "F-Mean": row["F-Mean"],
+            "identity_switches": switches["switches"],
+            "post_crossing_frames": switches["frames"],
+            "identity_switch_fraction": switches["fraction"],
+            "flicker": flicker(pred, gt),
+        }
+    fractions = [c["identity_switch_fraction"] for c in per_clip.values() if c["post_crossing_frames"]]
+    return {
+        "split": split,
+        "clips": len(names),
+        "J&F-Mean": scores["overall"]["J&F-Mean"],
+        "J-Mean": scores["overall"]["J-Mean"],
+        "F-Mean": scores["overall"]["F-Mean"],
+        "identity_switch_fraction": float(np.mean(fractions)) if fractions else float("nan"),
+        "identity_switches": int(sum(c["identity_switches"] for c in per_clip.values())),
+        "post_crossing_frames": int(sum(c["post_crossing_frames"] for c in per_clip.values())),
+        "flicker": float(np.mean([c["flicker"] for c in per_clip.values()])),
+        "sequences": per_clip,
+    }

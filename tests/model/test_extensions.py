@@ -15,6 +15,7 @@ from avvos.model.audio import WINDOW_SAMPLES, AudioEncoder
 from avvos.model.stcn import build_model
 from avvos.session import InferenceSession
 from tests.conftest import moving_discs
+from tests.reference.official_weights import official_state_dict
 
 
 def _warm_start(config: ModelConfig, source: torch.nn.Module) -> torch.nn.Module:
@@ -47,10 +48,12 @@ def test_untrained_audio_and_smoothing_change_nothing(stcn_model, design: str) -
         assert torch.allclose(a.probs, b.probs, atol=1e-5)
 
 
-def test_audio_changes_matching_once_trained(stcn_model) -> None:
+def test_audio_changes_matching_once_trained() -> None:
     """With non-zero audio channels, different audio gives a different segmentation (the path is live)."""
-    model = _warm_start(ModelConfig(audio="pixel"), stcn_model)
-    torch.nn.init.normal_(model.audio_key.proj.weight, std=0.5)
+    varied = build_model()
+    varied.load_state_dict(official_state_dict(0))  # weights whose values differ across positions
+    model = _warm_start(ModelConfig(audio="pixel"), varied)
+    torch.nn.init.normal_(model.audio_key.proj.weight, std=0.01)
     rng = np.random.default_rng(1)
     loud = rng.normal(0, 0.5, (7, WINDOW_SAMPLES)).astype(np.float32)
     quiet = np.zeros_like(loud)
