@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", help="output folder for masks (default: out/<input name>)")
     seg.add_argument("--overlay", help="write a coloured overlay video here (.mp4)")
     seg.add_argument("--fps", type=float, default=25.0, help="frame rate of a frame folder (default 25)")
+    seg.add_argument(
+        "--audio",
+        help="audio file for the clip (wav, ogg, mp3, ...; default: a video's own track, or "
+        "Audio/<seq>.wav beside a --davis root)",
+    )
+    seg.add_argument("--silent", action="store_true", help="run an audio-visual model without audio")
     seg.add_argument("--resize-masks", action="store_true", help="resize masks whose size differs from the frames")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(seg)
@@ -141,13 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(args: argparse.Namespace) -> None:
-    from avvos.segment import MaskPlan, masks_in_folder, segment_source
+    from avvos.segment import MaskPlan, describe_audio_length, find_audio, masks_in_folder, segment_source
     from avvos.session import InferenceSession
     from avvos.sources import discover_davis, open_frames
 
     device = resolve_device(args.device)
     config = _inference_config(args)
     jobs: list[tuple[str, Path, MaskPlan, Path]] = []
+    davis_root = Path(args.davis) if args.davis else None
     if args.davis:
         out_root = Path(args.out or "out/davis")
         for seq in discover_davis(args.davis, args.imageset):
@@ -178,7 +185,20 @@ def run_segment(args: argparse.Namespace) -> None:
         if args.overlay and len(jobs) > 1:
             overlay = Path(args.overlay).with_name(f"{Path(args.overlay).stem}_{name}.mp4")
         with open_frames(path, fps=args.fps) as source:
-            stats = segment_source(session, source, plan, out_dir, overlay, progress=not args.quiet)
+            audio = None
+            if model.uses_audio and not args.silent:
+                audio, where = find_audio(path, Path(args.audio) if args.audio else None, davis_root, name)
+                print(f"{name}: {where}", file=sys.stderr)
+                note = (
+                    describe_audio_length(audio, source.num_frames, source.fps) if audio and source.num_frames else None
+                )
+                if note:
+                    print(f"{name}: {note}", file=sys.stderr)
+            elif model.uses_audio:
+                print(f"{name}: audio: off (--silent)", file=sys.stderr)
+            elif args.audio:
+                print(f"{name}: these weights do not use audio; --audio is ignored", file=sys.stderr)
+            stats = segment_source(session, source, plan, out_dir, overlay, progress=not args.quiet, audio=audio)
         extra = f", overlay {overlay}" if overlay else ""
         print(
             f"{name}: {stats.frames} frames, {stats.objects} objects, {stats.fps:.2f} frames/s "

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avvos.errors import MaskError
+from avvos.audio import FileAudio
+from avvos.errors import InputError, MaskError
 from avvos.masks import read_mask
 from avvos.session import InferenceSession
 from avvos.sinks import MaskWriter, VideoWriter, overlay
@@ -75,6 +76,39 @@ def load_mask(path: Path, frame_size: tuple[int, int], resize: bool) -> np.ndarr
     return mask
 
 
+def find_audio(
+    source_path: Path, audio_path: Path | None, davis_root: Path | None = None, name: str | None = None
+) -> tuple[FileAudio | None, str]:
+    """The audio for a clip, and a sentence saying where it came from.
+
+    In order: an explicit ``audio_path``; ``Audio/<name>.wav`` beside a DAVIS-like root; the video
+    file's own track. None (with the reason) when there is no audio.
+    """
+    if audio_path is not None:
+        return FileAudio(audio_path), f"audio: {audio_path}"
+    if davis_root is not None and name is not None:
+        wav = davis_root / "Audio" / f"{name}.wav"
+        if wav.is_file():
+            return FileAudio(wav), f"audio: {wav}"
+        return None, f"audio: none ({wav} not found)"
+    if source_path.is_file():
+        try:
+            return FileAudio(source_path), f"audio: the track of {source_path.name}"
+        except InputError as exc:
+            return None, f"audio: none ({exc})"
+    return None, "audio: none (a frame folder; give --audio FILE)"
+
+
+def describe_audio_length(audio: FileAudio, frames: int, fps: float) -> str | None:
+    """A note when the audio is shorter or longer than the video (it is padded with silence or trimmed)."""
+    video = frames / fps
+    if audio.duration < video - 1 / fps:
+        return f"the audio ({audio.duration:.2f} s) is shorter than the video ({video:.2f} s): padded with silence"
+    if audio.duration > video + 1 / fps:
+        return f"the audio ({audio.duration:.2f} s) is longer than the video ({video:.2f} s): the rest is not used"
+    return None
+
+
 def segment_source(
     session: InferenceSession,
     source: FrameSource,
@@ -83,8 +117,12 @@ def segment_source(
     overlay_path: Path | None = None,
     progress: bool = True,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
+    audio: FileAudio | None = None,
 ) -> SegmentStats:
-    """Segment every frame of ``source``; write masks to ``out_dir`` and an overlay video if asked."""
+    """Segment every frame of ``source``; write masks to ``out_dir`` and an overlay video if asked.
+
+    With ``audio``, each frame gets the audio window that ends at its time (frame index / fps).
+    """
     session.reset()
     stats = SegmentStats()
     writer = MaskWriter(out_dir) if out_dir is not None else None
@@ -108,7 +146,8 @@ def segment_source(
                     raise MaskError(f"no mask for the first frame ({frame.name}): give --mask FILE")
                 model_start = time.perf_counter()
                 last = total is not None and frame.index == total - 1
-                result = session.step(frame.image, mask=mask, objects=objects, end=last)
+                window = audio.window(frame.time) if audio is not None else None
+                result = session.step(frame.image, window, mask=mask, objects=objects, end=last)
                 if session.device.type == "cuda":
                     torch.cuda.synchronize(session.device)
                 stats.model_seconds += time.perf_counter() - model_start
