@@ -119,6 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="also write the results as JSON here")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    live = sub.add_parser(
+        "live",
+        help="segment a camera (and microphone) live",
+        description="Segment a live source frame by frame: a camera index, a stream URL (HTTP MJPEG, RTSP), a "
+        "video file or a folder of frames. The newest frame is always processed; stale frames are dropped and "
+        "counted. In the window: a = add an object (drag a box or click points + Enter), r = reset, "
+        "space = pause, s = snapshot, q/Esc = quit.",
+    )
+    live.add_argument(
+        "source", nargs="?", default="0", help="camera index, URL, video file or frame folder (default 0)"
+    )
+    live.add_argument("--mask", help="first-frame mask (palette or 0/255 PNG); needed with --no-window")
+    live.add_argument("--no-window", action="store_true", help="headless: write the overlay video and masks")
+    live.add_argument("--record", help="record the overlay video here (.mp4)")
+    live.add_argument("--masks-out", help="write each frame's mask (palette PNG) into this folder")
+    live.add_argument(
+        "--audio", choices=["auto", "mic", "file", "off"], default="auto",
+        help="audio for audio-visual weights: the microphone (auto for cameras/streams), a file source's own "
+        "track (auto for files), or off",
+    )  # fmt: skip
+    live.add_argument("--mic-device", help="PortAudio input device index or name (default: the default input)")
+    live.add_argument("--fps", type=float, help="frame rate of a frame folder or a file without one")
+    live.add_argument("--no-realtime", action="store_true", help="files/folders: process every frame, unpaced")
+    live.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    live.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    _add_model_options(live)
+
     bench = sub.add_parser(
         "bench",
         help="measure speed and memory",
@@ -206,6 +233,33 @@ def run_segment(args: argparse.Namespace) -> None:
         )
 
 
+def run_live_command(args: argparse.Namespace) -> None:
+    from avvos.live import LiveOptions, run_live
+    from avvos.session import InferenceSession
+
+    device = resolve_device(args.device)
+    model, weights_message = get_model(args.weights, device)
+    print(weights_message, file=sys.stderr)
+    options = LiveOptions(
+        source=args.source,
+        mask=Path(args.mask) if args.mask else None,
+        window=not args.no_window,
+        record=Path(args.record) if args.record else None,
+        masks_out=Path(args.masks_out) if args.masks_out else None,
+        audio=args.audio,
+        mic_device=args.mic_device,
+        fps=args.fps,
+        realtime=not args.no_realtime,
+        max_frames=args.max_frames,
+        max_seconds=args.max_seconds,
+    )
+    stats = run_live(InferenceSession(model, _inference_config(args), device), options,
+                     log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    print(stats.summary())
+    if args.record:
+        print(f"recording: {args.record}")
+
+
 def run_eval(args: argparse.Namespace) -> None:
     from avvos.metrics import evaluate, format_table, read_imageset
 
@@ -225,7 +279,7 @@ def run_bench(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"segment": run_segment, "eval": run_eval, "bench": run_bench}
+    handlers = {"segment": run_segment, "live": run_live_command, "eval": run_eval, "bench": run_bench}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

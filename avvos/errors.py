@@ -21,3 +21,10 @@ class InputError(AvvosError):
 
 class DeviceError(AvvosError):
     """A device that was asked for but is not available (e.g. ``cuda`` on a CPU-only machine)."""
+
+
+class SourceError(AvvosError):
+    """A live source (a microphone, an audio device) that is missing or cannot be opened.
+
+    The live app may go on without it (e.g. without audio).
+    """

@@ -1,0 +1,124 @@
+"""``avvos live`` headless, against a fake live camera (MJPEG over HTTP on 127.0.0.1) read by OpenCV."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avvos.checkpoint import save_checkpoint
+from avvos.cli import main
+from avvos.config import InferenceConfig, ModelConfig
+from avvos.live import LiveOptions, run_live
+from avvos.masks import read_mask, write_mask
+from avvos.model.stcn import build_model
+from avvos.session import InferenceSession
+from avvos.sources import open_frames
+from tests.fake_devices import MjpegCamera, box_at
+
+
+@pytest.fixture(scope="module")
+def light_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "light.safetensors"
+    save_checkpoint(build_model(ModelConfig.light()), path)
+    return path
+
+
+def _box_mask(path: Path, index: int = 0, size: tuple[int, int] = (240, 320)) -> Path:
+    mask = np.zeros(size, np.uint8)
+    top, left, bottom, right = box_at(index, *size)
+    mask[top:bottom, left:right] = 1
+    write_mask(path, mask)
+    return path
+
+
+def test_live_camera_drops_stale_frames_and_keeps_up(tmp_path: Path, light_weights: Path) -> None:
+    from avvos.checkpoint import load_model
+
+    model, _ = load_model(light_weights)
+    session = InferenceSession(model, InferenceConfig(), "cpu")
+    with MjpegCamera(fps=30) as camera:
+        options = LiveOptions(source=camera.url, mask=_box_mask(tmp_path / "m.png"), window=False,
+                              record=tmp_path / "live.mp4", masks_out=tmp_path / "masks", max_frames=25)  # fmt: skip
+        stats = run_live(session, options, log=lambda _m: None)
+    assert stats.frames == 25 and stats.end_reason == "reached 25 frames"
+    frame_time = 1000 / 30
+    # Slower than the camera: frames are dropped, not queued; the shown frame is never more than
+    # about 2 frame times plus the model's own latency behind capture.
+    assert stats.dropped > 0 and stats.grabbed >= stats.frames + stats.dropped
+    lag = [d - m for d, m in zip(stats.delay_ms, stats.model_ms, strict=True)]
+    assert statistics.median(lag) < 2 * frame_time, (statistics.median(lag), statistics.median(stats.model_ms))
+    with open_frames(tmp_path / "live.mp4") as video:
+        assert len(list(video)) == 25 and video.size == (240, 320)
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 25
+
+
+def test_camera_that_stops_mid_session_ends_cleanly(tmp_path: Path, light_weights: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    with MjpegCamera(fps=30) as camera:
+        threading.Timer(2.0, camera.stop).start()
+        code = main(["live", camera.url, "--mask", str(_box_mask(tmp_path / "m.png")), "--no-window", "--record",
+                     str(tmp_path / "rec.mp4"), "--weights", str(light_weights), "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "frames processed" in out and "ended:" in out
+    with open_frames(tmp_path / "rec.mp4") as video:  # closed properly: playable
+        assert len(list(video)) > 0
+
+
+def test_frame_size_change_mid_stream_is_resized_and_said(tmp_path: Path, light_weights: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for t in range(6):
+        size = (64, 96) if t < 3 else (80, 120)
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(frames / f"{t:05d}.png")
+    mask = np.zeros((64, 96), np.uint8)
+    mask[10:30, 10:40] = 1
+    write_mask(tmp_path / "m.png", mask)
+    code = main(["live", str(frames), "--mask", str(tmp_path / "m.png"), "--no-window", "--no-realtime",
+                 "--masks-out", str(tmp_path / "out"), "--weights", str(light_weights)])  # fmt: skip
+    assert code == 0
+    assert "frame size changed from 96x64 to 120x80: resized" in capsys.readouterr().err
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert len(written) == 6 and all(read_mask(p).shape == (64, 96) for p in written)
+
+
+def test_grey_frames_are_taken(tmp_path: Path, light_weights: Path) -> None:
+    frames = tmp_path / "grey"
+    frames.mkdir()
+    for t in range(3):
+        Image.fromarray(np.full((32, 48), 40 * t, np.uint8), mode="L").save(frames / f"{t:05d}.png")
+    mask = np.zeros((32, 48), np.uint8)
+    mask[5:15, 5:15] = 1
+    write_mask(tmp_path / "m.png", mask)
+    assert main(["live", str(frames), "--mask", str(tmp_path / "m.png"), "--no-window", "--no-realtime",
+                 "--weights", str(light_weights)]) == 0  # fmt: skip
+
+
+def test_bad_live_input(tmp_path: Path, light_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["live", "7", "--mask", str(_box_mask(tmp_path / "m.png")), "--no-window",
+                 "--weights", str(light_weights)]) == 2  # fmt: skip
+    assert "no camera at index 7" in capsys.readouterr().err
+    assert main(["live", "7", "--no-window", "--weights", str(light_weights)]) == 2
+    assert "--no-window needs the first frame's mask" in capsys.readouterr().err
+
+
+def test_audio_model_without_microphone_carries_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    save_checkpoint(build_model(ModelConfig.light(audio="frame")), tmp_path / "av.safetensors")
+    env_before = dict(**__import__("os").environ)
+    with MjpegCamera(fps=15) as camera, pytest.warns(UserWarning):
+        code = main(["live", camera.url, "--mask", str(_box_mask(tmp_path / "m.png")), "--no-window",
+                     "--max-frames", "3", "--weights", str(tmp_path / "av.safetensors"),
+                     "--mic-device", "no-such-microphone"])  # fmt: skip
+    assert code == 0
+    assert "continuing without audio" in capsys.readouterr().err
+    assert dict(__import__("os").environ) == env_before
