@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gt", required=True, help="ground truth: <gt>/<seq>/*.png or a DAVIS root")
     ev.add_argument("--imageset", help="file listing the sequences to evaluate")
     ev.add_argument("--json", help="also write the results as JSON here")
+    ev.add_argument(
+        "--av-split",
+        metavar="SPLIT",
+        help="score a split of the who-is-sounding audio-visual task (--gt is its root): J&F over the frames "
+        "after the first, identity switches after crossings and flicker",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
     live = sub.add_parser(
@@ -263,9 +269,19 @@ def run_live_command(args: argparse.Namespace) -> None:
 def run_eval(args: argparse.Namespace) -> None:
     from avvos.metrics import evaluate, format_table, read_imageset
 
-    sequences = read_imageset(args.imageset) if args.imageset else None
-    results = evaluate(args.pred, args.gt, sequences, progress=not args.quiet)
-    print(format_table(results))
+    if args.av_split:
+        from avvos.metrics import evaluate_av_sync
+
+        results = evaluate_av_sync(args.pred, args.gt, args.av_split, progress=not args.quiet)
+        print(
+            f"{args.av_split}: J&F {results['J&F-Mean']:.4f}  J {results['J-Mean']:.4f}  F {results['F-Mean']:.4f}  "
+            f"identity switches {results['identity_switch_fraction']:.4f} of post-crossing frames  "
+            f"flicker {results['flicker']:.4f}  ({len(results['sequences'])} clips)"
+        )
+    else:
+        sequences = read_imageset(args.imageset) if args.imageset else None
+        results = evaluate(args.pred, args.gt, sequences, progress=not args.quiet)
+        print(format_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

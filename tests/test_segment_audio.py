@@ -78,3 +78,12 @@ def test_visual_model_ignores_audio_and_says_so(tmp_path: Path, capsys: pytest.C
     write_wav(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
     assert _segment(tmp_path, tmp_path / "v.safetensors", "--audio", str(tmp_path / "a.wav")) == 0
     assert "do not use audio" in capsys.readouterr().err
+
+
+def test_eval_av_split_scores_perfect_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "av"
+    write_dataset(root, "crossing", clips=2, seed=9, config=AVSyncConfig(frames=8, height=48, width=80), progress=False)
+    assert main(["eval", "--pred", str(root / "Annotations"), "--gt", str(root), "--av-split", "crossing",
+                 "--quiet", "--json", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "crossing: J&F 1.0000" in out and "identity switches 0.0000" in out
