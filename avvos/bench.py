@@ -217,6 +217,16 @@ def _measure(
     )
 
 
+def _median_of_runs(runs: list[dict]) -> dict:
+    """One result whose numbers are the medians over repeated runs of the same variant."""
+    merged = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, float):
+            merged[key] = float(statistics.median(r[key] for r in runs))
+    merged["repeats"] = len(runs)
+    return merged
+
+
 def run_benchmark(args: argparse.Namespace, config: InferenceConfig) -> list[dict]:
     """Measure avvos (and the variant named by ``--compare``) in fresh processes and print a table."""
     if args.clip:
@@ -232,15 +242,18 @@ def run_benchmark(args: argparse.Namespace, config: InferenceConfig) -> list[dic
         raise InputError(f"the official profile loads the whole clip up front: use at most {len(clip)} frames")
     variants = ["avvos"] + ([] if args.compare == "none" else [args.compare])
     context = multiprocessing.get_context("spawn")
-    results = []
-    for variant in variants:
-        with context.Pool(1) as pool:
-            results.append(
-                pool.apply(
-                    _measure,
-                    (variant, args.weights, args.arch, config, args.device, clip, first, args.frames, args.threads),
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for repeat in range(args.repeat):
+        # Alternate the order (A B, B A, ...) so that a busy machine does not favour one variant.
+        for variant in variants if repeat % 2 == 0 else variants[::-1]:
+            with context.Pool(1) as pool:
+                runs[variant].append(
+                    pool.apply(
+                        _measure,
+                        (variant, args.weights, args.arch, config, args.device, clip, first, args.frames, args.threads),
+                    )
                 )
-            )
+    results = [_median_of_runs(runs[v]) for v in variants]
     h, w = clip.shape[1:3]
     memory = (
         f"bounded to {config.memory_frames} frames ({config.memory_policy})" if config.memory_frames else "unbounded"
@@ -248,7 +261,7 @@ def run_benchmark(args: argparse.Namespace, config: InferenceConfig) -> list[dic
     print(
         f"clip: {args.frames} frames of {w}x{h}, {args.objects} objects; model {args.weights or args.arch}; "
         f"device {args.device}; mem_every {config.mem_every}, top_k {config.top_k}; avvos memory {memory}; "
-        f"torch threads {args.threads or torch.get_num_threads()}"
+        f"torch threads {args.threads or torch.get_num_threads()}; medians over {args.repeat} alternating run(s)"
     )
     header = [
         "variant",

@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", choices=["stcn", "light"], default="stcn", help="architecture to time when no --weights (random)"
     )
     bench.add_argument("--threads", type=int, help="torch CPU threads")
+    bench.add_argument(
+        "--repeat", type=int, default=1, help="run each variant N times, alternating the order; report medians"
+    )
     bench.add_argument("--json", help="also write the figures as JSON here")
     _add_model_options(bench)
     return parser
