@@ -158,7 +158,7 @@ def run_live(session: InferenceSession, options: LiveOptions, log=print) -> Live
     fps_times: deque[float] = deque(maxlen=30)
     last_overlay: np.ndarray | None = None
     if options.window:
-        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_AUTOSIZE)
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar: marks map 1:1
         cv2.setMouseCallback(WINDOW_NAME, marker.on_mouse)
     try:
         while True:
@@ -270,11 +270,11 @@ def _mark_object(image: np.ndarray, labels: np.ndarray, marker: _Marker) -> tupl
                 cv2.rectangle(view, (x0, y0), (x1, y1), (0, 255, 255), 2)
             for x, y in marker.clicks:
                 cv2.circle(view, (x, y), 4, (0, 255, 255), -1)
-            cv2.putText(view, "drag a box or click points + Enter; Esc cancels", (6, view.shape[0] - 8),
+            cv2.putText(view, "drag a box or click points + Enter; Esc/q cancels", (6, view.shape[0] - 8),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
             cv2.imshow(WINDOW_NAME, view)
             key = cv2.waitKey(20) & 0xFF
-            if key == 27:
+            if key in (27, ord("q")):
                 return None
             if marker.done and marker.box is not None:
                 new = mask_from_box(image, marker.box)

@@ -4,10 +4,11 @@
 #   pulseaudio          a private daemon with a null sink serves as the virtual microphone in tests
 #   pulseaudio-utils    pactl / paplay, to configure that daemon and play test signals into it
 #   libasound2-plugins  the ALSA "pulse" PCM, through which PortAudio reaches PulseAudio
+#   xvfb, xdotool       a virtual X display and input events, for the live window test
 # Packages already installed are not fetched again; nothing runs when all are present.
 # Usage: bash scripts/system_deps.sh   (as root, or with sudo available)
 set -euo pipefail
-PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
+PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb xdotool)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then

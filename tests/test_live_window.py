@@ -1,0 +1,98 @@
+"""``avvos live`` with its OpenCV window, on a virtual X display (Xvfb), driven by xdotool.
+
+The test starts Xvfb itself; it is skipped (failed under CI) when Xvfb or xdotool is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avvos.checkpoint import save_checkpoint
+from avvos.config import ModelConfig
+from avvos.masks import read_mask
+from avvos.model.stcn import build_model
+
+
+@pytest.fixture
+def display():
+    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
+    if missing:
+        message = f"{', '.join(missing)} not installed (bash scripts/system_deps.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    number = 90 + os.getpid() % 50
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1.0)
+    yield f":{number}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _xdotool(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=20).stdout
+
+
+def _wait(condition, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.2)
+
+
+def _wait_for_window(env: dict[str, str], timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _xdotool(env, "search", "--name", "avvos live").split()
+        if found:
+            return found[0]
+        time.sleep(0.3)
+    raise AssertionError("the avvos live window did not appear")
+
+
+def test_window_add_object_with_a_box_then_quit(display: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    save_checkpoint(build_model(ModelConfig.light()), tmp_path / "w.safetensors")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(400):
+        image = np.full((120, 160, 3), 60, np.uint8)
+        image[40:80, 50 + t % 40 : 90 + t % 40] = (230, 60, 40)
+        Image.fromarray(image).save(frames / f"{t:05d}.png")
+    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "avvos.cli", "live", str(frames), "--fps", "10", "--weights",
+         str(tmp_path / "w.safetensors"), "--masks-out", str(tmp_path / "masks"), "--device", "cpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    masks = tmp_path / "masks"
+    try:
+        window = _wait_for_window(env)
+        _wait(lambda: len(list(masks.glob("*.png"))) >= 2, "frames are processed with no object yet")
+        _xdotool(env, "windowactivate", "--sync", window)
+        _xdotool(env, "key", "--window", window, "a")  # freeze the frame and mark a new object
+        time.sleep(1.5)
+        _xdotool(env, "mousemove", "--window", window, "35", "25", "mousedown", "1")
+        _xdotool(env, "mousemove", "--window", window, "100", "70")
+        _xdotool(env, "mousemove", "--window", window, "135", "95", "mouseup", "1")
+        _wait(lambda: any(read_mask(p).max() == 1 for p in masks.glob("*.png")), "the boxed object is tracked")
+        _xdotool(env, "key", "--window", window, "q")
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "ended: quit" in out, (out, err)
+    assert any(read_mask(p).max() == 0 for p in masks.glob("*.png"))  # frames before the object was marked
