@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avvos.audio import AudioBuffer, FileAudio, MicrophoneSource
+from avvos.audio import SAMPLE_RATE, WINDOW_SECONDS, AudioBuffer, FileAudio, MicrophoneSource
 from avvos.capture import CameraSource, LiveFrame, now
 from avvos.errors import AvvosError, InputError, SourceError
 from avvos.masks import read_mask
@@ -118,13 +118,14 @@ def open_audio(options: LiveOptions, camera: CameraSource, needed: bool) -> tupl
         return None, f"none, continuing without audio ({exc})"
 
 
-def _audio_window(audio: object | None, frame: LiveFrame, origin: float) -> np.ndarray | None:
-    if audio is None:
-        return None
+def _audio_window(
+    audio: object | None, frame: LiveFrame, origin: float, seconds: float = WINDOW_SECONDS
+) -> np.ndarray | None:
+    """The audio that ends at the frame's capture time, from a file's track or the microphone."""
     if isinstance(audio, FileAudio):
-        return audio.window(frame.time - origin)
+        return audio.window(frame.time - origin, seconds)
     if isinstance(audio, MicrophoneSource | AudioBuffer):
-        return audio.window(frame.time)
+        return audio.window(frame.time, seconds)
     return None
 
 
@@ -145,7 +146,10 @@ def run_live(session: InferenceSession, options: LiveOptions, log=print) -> Live
     camera = CameraSource(options.source, fps_hint=options.fps, realtime=options.realtime)
     audio, stats.audio = open_audio(options, camera, session.model.uses_audio)
     log(f"source: {options.source} ({camera.kind}, {camera.fps:.1f} fps); audio: {stats.audio}")
-    recorder = VideoWriter(options.record, camera.fps) if options.record else None
+    recorder = None
+    if options.record:
+        recorder = VideoWriter(options.record, camera.fps, audio_rate=SAMPLE_RATE if audio is not None else None)
+    recorded_until: float | None = None  # capture time up to which audio was recorded
     masks = MaskWriter(options.masks_out) if options.masks_out else None
     marker = _Marker()
     pending = read_mask(options.mask) if options.mask else None
@@ -211,7 +215,10 @@ def run_live(session: InferenceSession, options: LiveOptions, log=print) -> Live
             stats.frames += 1
             fps_times.append(now())
             if recorder is not None:
-                recorder.write(view)
+                recorder.write(view, time=frame.time)
+                if audio is not None and recorded_until is not None and frame.time > recorded_until:
+                    recorder.write_audio(_audio_window(audio, frame, origin, frame.time - recorded_until))
+                recorded_until = frame.time
             if masks is not None:
                 masks.write(f"{frame.index:05d}", result.labels)
             if not options.window:

@@ -78,13 +78,23 @@ class VideoWriter:
     Odd widths or heights are padded by one pixel (repeating the last row or column), as yuv420p
     needs even sizes. Leaving the ``with`` block, even on an exception, flushes the encoder and
     writes the file's index, so the frames written so far stay playable. No frame, no file.
+
+    With ``audio_rate``, the file also gets a mono AAC track fed by :meth:`write_audio`. Frames given
+    a capture ``time`` are placed at that time (a live stream that drops frames stays in step with
+    its audio); frames without one follow each other at ``fps``.
     """
 
-    def __init__(self, path: str | Path, fps: float) -> None:
+    def __init__(self, path: str | Path, fps: float, audio_rate: int | None = None) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.path = Path(path)
         self.fps = fps
+        self.audio_rate = audio_rate
+        self.audio_samples_written = 0
+        self._audio_stream: av.audio.stream.AudioStream | None = None
+        self._fifo: av.AudioFifo | None = None
+        self._first_time: float | None = None
+        self._last_pts = -1
         self.codec = _video_codec()
         self.frames_written = 0
         self._closed = False
@@ -106,10 +116,16 @@ class VideoWriter:
             stream.options = {"crf": "18", "preset": "fast"}
         else:
             stream.bit_rate = int(stream.width * stream.height * self.fps * 0.3)
+        if self.audio_rate is not None:
+            self._audio_stream = container.add_stream("aac", rate=self.audio_rate, layout="mono")
+            self._fifo = av.AudioFifo()
         self._container, self._stream, self._size = container, stream, (height, width)
 
-    def write(self, image: np.ndarray) -> None:
-        """Append one (H, W, 3) uint8 RGB frame; every frame must have the size of the first."""
+    def write(self, image: np.ndarray, time: float | None = None) -> None:
+        """Append one (H, W, 3) uint8 RGB frame; every frame must have the size of the first.
+
+        ``time`` (seconds, any origin) places the frame at that time relative to the first frame.
+        """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         if self._closed:
@@ -126,22 +142,54 @@ class VideoWriter:
         if pad_h or pad_w:
             image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = self.frames_written
+        pts = self._last_pts + 1
+        if time is not None:
+            self._first_time = time if self._first_time is None else self._first_time
+            pts = max(pts, round((time - self._first_time) * self.fps))
+        frame.pts = self._last_pts = pts
         frame.time_base = Fraction(1) / self._stream.codec_context.framerate
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
 
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append mono float samples in [-1, 1] at ``audio_rate`` (after the first frame opened the file)."""
+        if self._audio_stream is None or self._fifo is None or self._container is None:
+            raise ValueError("write_audio needs audio_rate and a first video frame")
+        data = np.clip(np.nan_to_num(np.asarray(samples, np.float32).reshape(1, -1)), -1, 1)
+        if data.shape[1] == 0:
+            return
+        frame = av.AudioFrame.from_ndarray(data, format="flt", layout="mono")
+        frame.sample_rate = self.audio_rate
+        frame.pts = self.audio_samples_written
+        self.audio_samples_written += data.shape[1]
+        self._fifo.write(frame)
+        self._drain_audio(final=False)
+
+    def _drain_audio(self, final: bool) -> None:
+        stream, fifo, container = self._audio_stream, self._fifo, self._container
+        if stream is None or fifo is None or container is None:
+            return
+        size = stream.codec_context.frame_size or 1024
+        while fifo.samples >= size or (final and fifo.samples > 0):
+            for packet in stream.encode(fifo.read(min(size, fifo.samples))):
+                container.mux(packet)
+        if final:
+            for packet in stream.encode(None):
+                container.mux(packet)
+
     def close(self) -> None:
-        """Flush the encoder and finish the file; safe to call more than once."""
+        """Flush the encoders and finish the file; safe to call more than once."""
         container, stream = self._container, self._stream
-        self._container, self._stream, self._closed = None, None, True
         if container is None or stream is None:
+            self._container, self._stream, self._closed = None, None, True
             return
         try:
             for packet in stream.encode(None):
                 container.mux(packet)
+            self._drain_audio(final=True)
         finally:
+            self._container, self._stream, self._audio_stream, self._closed = None, None, None, True
             container.close()
 
     def __enter__(self) -> Self:
