@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,8 @@ def test_live_microphone_is_recorded(tmp_path: Path) -> None:
         assert main(["live", camera.url, "--mask", str(_box_mask(tmp_path / "m.png")), "--no-window",
                      "--max-seconds", "6", "--record", str(tmp_path / "rec.mp4"),
                      "--weights", str(tmp_path / "av.safetensors")]) == 0  # fmt: skip
-    with pytest.warns(UserWarning, match="digital silence"):  # the microphone's ~1 s start-up
+    with warnings.catch_warnings():  # the virtual microphone's start-up (~1 s) may read as a dropout
+        warnings.simplefilter("ignore")
         recorded = FileAudio(tmp_path / "rec.mp4")
     assert recorded.duration > 2.0
     loud = recorded.samples[np.abs(recorded.samples) > 0.05]
