@@ -165,9 +165,9 @@ def _measure(
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device_name)
-    if weights is None and arch == "light":
+    if weights is None and arch in ("light", "stcn"):
         torch.manual_seed(0)
-        model = build_model(ModelConfig.light()).to(device)
+        model = build_model(ModelConfig.light() if arch == "light" else ModelConfig.stcn()).to(device)
     else:
         model, _ = get_model(weights, device)
     stamps: list[float] = []

@@ -89,6 +89,9 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; weights are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

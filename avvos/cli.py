@@ -20,7 +20,7 @@ from avvos.errors import AvvosError, InputError
 from avvos.model.stcn import STCN, build_model
 
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
-SAMPLE_CLIP = Path(__file__).parent / "samples" / "shapes"
+SAMPLE_CLIP = Path(__file__).parent / "samples" / "av_distinct"
 
 
 def get_model(weights: str | None, device: torch.device) -> tuple[STCN, str]:
@@ -171,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
         "unbounded memory (use with --memory-frames), or nothing",
     )
     bench.add_argument(
-        "--arch", choices=["stcn", "light"], default="stcn", help="architecture to time when no --weights (random)"
+        "--arch",
+        choices=["default", "stcn", "light"],
+        default="default",
+        help="without --weights: the bundled default weights, or a randomly initialised STCN or light model",
     )
     bench.add_argument("--threads", type=int, help="torch CPU threads")
     bench.add_argument(
@@ -222,8 +225,11 @@ def run_segment(args: argparse.Namespace) -> None:
             overlay = Path(args.overlay).with_name(f"{Path(args.overlay).stem}_{name}.mp4")
         with open_frames(path, fps=args.fps) as source:
             audio = None
+            audio_path = Path(args.audio) if args.audio else None
+            if audio_path is None and not args.input and not args.davis:
+                audio_path = SAMPLE_CLIP / "audio.wav"  # the bundled sample's sound
             if model.uses_audio and not args.silent:
-                audio, where = find_audio(path, Path(args.audio) if args.audio else None, davis_root, name)
+                audio, where = find_audio(path, audio_path, davis_root, name)
                 print(f"{name}: {where}", file=sys.stderr)
                 note = (
                     describe_audio_length(audio, source.num_frames, source.fps) if audio and source.num_frames else None

@@ -1,39 +1,31 @@
-"""Regenerate the bundled sample clip (avvos/samples/shapes): two textured shapes moving over a
-textured background, 24 frames at 320x240, and the first frame's palette mask.
+"""Regenerate the bundled sample clip (avvos/samples/av_distinct): one clip of the synthetic
+who-is-sounding task (``distinct`` split, seed 20000000: neither a training nor an evaluation seed),
+its first-frame mask and its sound.
 
 Run: python scripts/make_sample_clip.py
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
-import cv2
-import numpy as np
+from avvos.data.av_sync import AVSyncConfig, write_dataset
 
-from avvos.masks import write_mask
-
-OUT = Path(__file__).resolve().parents[1] / "avvos" / "samples" / "shapes"
+OUT = Path(__file__).resolve().parents[1] / "avvos" / "samples" / "av_distinct"
+SEED = 20_000_000
 
 
-def main(frames: int = 24, height: int = 240, width: int = 320, seed: int = 7) -> None:
-    rng = np.random.default_rng(seed)
-    noise = cv2.resize(rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8), (width, height))
-    background = (0.6 * noise + 0.4 * np.array([90, 140, 90])).astype(np.uint8)
-    (OUT / "frames").mkdir(parents=True, exist_ok=True)
-    for t in range(frames):
-        image = background.copy()
-        labels = np.zeros((height, width), np.uint8)
-        cx, cy = int(60 + 7 * t), int(80 + 30 * np.sin(t / 5))
-        cv2.circle(labels, (cx, cy), 34, 1, -1)
-        x0, y0 = int(250 - 5 * t), int(150 + 3 * t)
-        cv2.rectangle(labels, (x0 - 30, y0 - 22), (x0 + 30, y0 + 22), 2, -1)
-        stripes = (np.indices((height, width)).sum(0) // 6 % 2).astype(bool)
-        image[labels == 1] = np.where(stripes[labels == 1, None], [220, 60, 40], [250, 200, 60])
-        image[labels == 2] = np.where(stripes[labels == 2, None], [40, 70, 200], [240, 240, 250])
-        cv2.imwrite(str(OUT / "frames" / f"{t:05d}.jpg"), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if t == 0:
-            write_mask(OUT / "first_mask.png", labels)
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (name,) = write_dataset(root, "distinct", 1, SEED, AVSyncConfig(split="distinct"), progress=False)
+        if OUT.exists():
+            shutil.rmtree(OUT)
+        shutil.copytree(root / "JPEGImages" / name, OUT / "frames")
+        shutil.copy(root / "Annotations" / name / "00000.png", OUT / "first_mask.png")
+        shutil.copy(root / "Audio" / f"{name}.wav", OUT / "audio.wav")
 
 
 if __name__ == "__main__":

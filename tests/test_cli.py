@@ -45,7 +45,7 @@ def test_segment_folder_writes_masks_overlay_and_summary(tmp_path: Path, capsys:
     ])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "randomly initialised" in captured.err  # says plainly which weights it used
+    assert "weights: bundled default" in captured.err  # says plainly which weights it used
     assert "clip: 6 frames, 2 objects" in captured.out and "frames/s" in captured.out
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == [f"{t:05d}.png" for t in range(6)]
@@ -169,6 +169,6 @@ def test_bundled_sample_runs_by_default(tmp_path: Path, monkeypatch: pytest.Monk
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["segment", "--size", "64", "--quiet"]) == 0
-    assert "sample: 24 frames, 2 objects" in capsys.readouterr().out
-    assert len(list((tmp_path / "out" / "sample").glob("*.png"))) == 24
+    assert "sample: 40 frames, 1 objects" in capsys.readouterr().out
+    assert len(list((tmp_path / "out" / "sample").glob("*.png"))) == 40
     shutil.rmtree(tmp_path / "out")

@@ -1,0 +1,70 @@
+"""STCN's training loss: cross-entropy on soft-aggregated log-odds, bootstrapped after a warm-up."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def aggregate_logits(prob: torch.Tensor) -> torch.Tensor:
+    """Per-object probabilities (B, O, H, W) → log-odds (B, O+1, H, W) of background + objects.
+
+    The same soft aggregation as :func:`avvos.model.aggregate.aggregate` (background = Π(1 − p), clamped to
+    [1e-7, 1 − 1e-7]), stopped before the softmax: STCN uses these log-odds as the cross-entropy's logits.
+    """
+    prob = prob.float()
+    stacked = torch.cat([torch.prod(1 - prob, dim=1, keepdim=True), prob], dim=1).clamp(1e-7, 1 - 1e-7)
+    return torch.log(stacked / (1 - stacked))
+
+
+def class_targets(masks: torch.Tensor) -> torch.Tensor:
+    """(B, O, H, W) object masks (soft allowed) → (B, H, W) classes: 0 background, i + 1 where object i > 0.5."""
+    foreground = masks > 0.5
+    return torch.where(foreground.any(dim=1), masks.argmax(dim=1) + 1, 0)
+
+
+def bootstrap_fraction(iteration: int, start_warm: int, end_warm: int, top_p: float) -> float:
+    """The fraction of hardest pixels averaged at ``iteration``: 1 before ``start_warm``, then falling
+    linearly to ``top_p`` at ``end_warm`` and staying there (STCN's BootstrappedCE)."""
+    if iteration < start_warm:
+        return 1.0
+    if iteration >= end_warm:
+        return top_p
+    return 1.0 - (1.0 - top_p) * (iteration - start_warm) / (end_warm - start_warm)
+
+
+def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Per-sample loss (B,): the mean cross-entropy over each sample's hardest ``fraction`` of pixels."""
+    pixels = F.cross_entropy(logits.float(), target, reduction="none").flatten(1)
+    if fraction >= 1.0:
+        return pixels.mean(dim=1)
+    count = max(int(pixels.shape[1] * fraction), 1)
+    return pixels.topk(count, dim=1, sorted=False).values.mean(dim=1)
+
+
+def sequence_loss(
+    logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor, valid: torch.Tensor, fraction: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a batch of sequences, and detached numbers to log (loss, foreground IoU).
+
+    ``logits`` (B, T−1, O+1, H, W) are the aggregated log-odds of frames 1..T−1, ``masks`` (B, T, O, H, W) the
+    ground truth, ``selector`` (B, O) which object slots exist, ``valid`` (B, T) which frames have ground
+    truth. Absent objects' channels are left out of the softmax (STCN uses only the first two channels of a
+    one-object sample). As in STCN each frame's loss is computed per sample and averaged over the batch
+    (frames without ground truth count zero); frames are averaged, so the scale does not depend on ``T``.
+    """
+    batch, steps = logits.shape[:2]
+    absent = torch.cat([selector.new_zeros(batch, 1), 1 - selector], dim=1) > 0.5
+    logits = logits.float().masked_fill(absent[:, None, :, None, None], -1e4)
+    target = class_targets(masks[:, 1:].flatten(0, 1)).view(batch, steps, *masks.shape[-2:])
+    weights = valid[:, 1:].float()
+    per_sample = bootstrapped_ce(logits.flatten(0, 1), target.flatten(0, 1), fraction).view(batch, steps)
+    loss = (per_sample * weights).sum(dim=0).div(batch).mean()
+    with torch.no_grad():
+        predicted = logits.argmax(dim=2)
+        fg_pred, fg_true = predicted > 0, target > 0
+        inter = (fg_pred & fg_true).flatten(2).sum(-1).float()
+        union = (fg_pred | fg_true).flatten(2).sum(-1).float()
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        iou = (iou * weights).sum() / weights.sum().clamp(min=1)
+    return loss, {"loss": loss.detach(), "iou": iou}
