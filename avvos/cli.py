@@ -152,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     _add_model_options(live)
 
+    from avvos.web import add_arguments as add_web_arguments
+
+    web = sub.add_parser(
+        "web",
+        help="serve the Gradio web demo (webcam + microphone in the browser)",
+        description="A web page that streams the visitor's webcam and microphone, lets them mark objects (box "
+        "refined by GrabCut, brush or uploaded mask) and shows the segmentation live; an offline tab takes a "
+        "video and a first-frame mask. Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    add_web_arguments(web)
+
     bench = sub.add_parser(
         "bench",
         help="measure speed and memory",
@@ -275,6 +286,12 @@ def run_live_command(args: argparse.Namespace) -> None:
         print(f"recording: {args.record}")
 
 
+def run_web(args: argparse.Namespace) -> None:
+    from avvos.web import run
+
+    run(args)
+
+
 def run_eval(args: argparse.Namespace) -> None:
     from avvos.metrics import evaluate, format_table, read_imageset
 
@@ -304,7 +321,13 @@ def run_bench(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"segment": run_segment, "live": run_live_command, "eval": run_eval, "bench": run_bench}
+    handlers = {
+        "segment": run_segment,
+        "live": run_live_command,
+        "web": run_web,
+        "eval": run_eval,
+        "bench": run_bench,
+    }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

@@ -5,10 +5,11 @@
 #   pulseaudio-utils    pactl / paplay, to configure that daemon and play test signals into it
 #   libasound2-plugins  the ALSA "pulse" PCM, through which PortAudio reaches PulseAudio
 #   xvfb, xdotool       a virtual X display and input events, for the live window test
+#   chromium            the real browser the web demo tests drive with Playwright (never a downloaded one)
 # Packages already installed are not fetched again; nothing runs when all are present.
 # Usage: bash scripts/system_deps.sh   (as root, or with sudo available)
 set -euo pipefail
-PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb xdotool)
+PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb xdotool chromium)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
