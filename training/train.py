@@ -252,7 +252,24 @@ def _build_model(config: TrainConfig) -> STCN:
         ) from exc
     if config.init:
         warm_start(model, config.init)
+    if model.uses_audio:
+        unlock_audio_channels(model)
     return model
+
+
+def unlock_audio_channels(model: STCN, std: float = 1e-3) -> bool:
+    """Give all-zero audio key channels a tiny random start; True if it did.
+
+    The L2 affinity is quadratic in the audio channels, so when memory and query both have exactly zero
+    audio channels (the STCN-exact initialisation) their gradient is zero too and they never learn. A
+    tiny perturbation breaks that saddle; Adam's step size does not depend on how small the gradient is.
+    """
+    weight = model.audio_key.proj.weight
+    if weight.abs().max() > 0:
+        return False
+    with torch.no_grad():
+        weight.normal_(0.0, std, generator=torch.Generator().manual_seed(0))
+    return True
 
 
 def train(config: TrainConfig) -> STCN:

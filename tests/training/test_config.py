@@ -53,3 +53,27 @@ def test_overrides_of_every_kind() -> None:
 def test_bad_arguments_say_what_is_wrong(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_args(argv)
+
+
+def test_zero_audio_channels_get_a_gradient_once_unlocked() -> None:
+    """STCN-exact zero audio channels sit on a saddle of the L2 affinity; training must unlock them."""
+    import torch
+
+    from avvos.config import ModelConfig
+    from avvos.model.stcn import build_model
+    from training.train import unlock_audio_channels
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.light(audio="pixel"))
+    image, wave = torch.randn(2, 3, 64, 64), torch.randn(2, 15360)
+
+    def audio_grad() -> float:
+        model.zero_grad()
+        keys = model.encode_key(image, model.encode_audio(wave)).key.flatten(2)
+        affinity = 2 * keys[0].T @ keys[1] - keys[0].pow(2).sum(0)[:, None]
+        affinity.softmax(0).max(0).values.sum().backward()
+        return float(model.audio_key.proj.weight.grad.abs().max())
+
+    assert audio_grad() == 0.0
+    assert unlock_audio_channels(model) and audio_grad() > 0
+    assert not unlock_audio_channels(model)  # already non-zero: left alone
