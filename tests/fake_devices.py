@@ -142,12 +142,12 @@ class MjpegCamera:
                 handler.connection.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
-        """Stop streaming and serving: open connections are cut."""
+        """Stop streaming and serving: open connections are cut. Safe to call twice, from two threads."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def __enter__(self) -> MjpegCamera:
         return self.start()

@@ -52,7 +52,7 @@ def _wait(condition, what: str, timeout: float = 90.0) -> None:
         time.sleep(0.2)
 
 
-def _wait_for_window(env: dict[str, str], timeout: float = 60.0) -> str:
+def _wait_for_window(env: dict[str, str], timeout: float = 180.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = _xdotool(env, "search", "--name", "avvos live").split()

@@ -252,7 +252,7 @@ def _build_model(config: TrainConfig) -> STCN:
         ) from exc
     if config.init:
         warm_start(model, config.init)
-    if model.uses_audio:
+    if model.uses_audio and config.unlock_audio:
         unlock_audio_channels(model)
     return model
 
