@@ -299,7 +299,7 @@ def train(config: TrainConfig) -> STCN:
             network,
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,
-            find_unused_parameters=model.uses_audio,
+            find_unused_parameters=model.uses_audio and config.data.synthetic_ratio < 1,  # silent samples
         )
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)

