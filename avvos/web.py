@@ -214,6 +214,7 @@ class ModelStore:
 
     @property
     def names(self) -> list[str]:
+        """The model names offered, the default first."""
         return list(self.paths)
 
     def get(self, name: str) -> tuple[STCN, str]:
@@ -704,6 +705,7 @@ class WebRuntime:
             )
 
     def add_box(self, key: str) -> tuple[np.ndarray | None, str]:
+        """Track the GrabCut region of the visitor's box as a new object."""
         visitor = self.registry.get(key)
         with visitor.lock:
             if visitor.frozen is None:
@@ -713,6 +715,7 @@ class WebRuntime:
             return self._commit(visitor, [visitor.candidate])
 
     def add_painted(self, key: str, value: Any) -> tuple[np.ndarray | None, str]:
+        """Track the pixels painted in the Brush tab's editor as a new object."""
         visitor = self.registry.get(key)
         with visitor.lock:
             if visitor.frozen is None:
@@ -785,6 +788,7 @@ class WebRuntime:
         )
 
     def reset(self, key: str) -> tuple[None, str]:
+        """Forget the visitor's objects and frozen frame; the stream goes on unsegmented."""
         visitor = self.registry.get(key)
         with visitor.lock:
             visitor.clear_objects()
@@ -809,6 +813,7 @@ class WebRuntime:
         return f"{name}: {sentence}"
 
     def model_sentence(self, name: str) -> str:
+        """The line shown in the Weights box: the model name and which weights it runs (or why it cannot load)."""
         try:
             return f"{name}: {self.models.get(name)[1]}"
         except AvvosError as exc:
