@@ -58,7 +58,7 @@ class TrainConfig:
     ``bce_*`` is the bootstrapped cross-entropy's warm-up; ``init`` an official STCN or avvos checkpoint to
     start from (else ImageNet backbones when ``pretrained``); ``save_every`` is the resume-checkpoint period;
     ``unlock_audio`` gives all-zero audio key channels a tiny random start (without it they cannot learn: see
-    ``training.train.unlock_audio_channels``; off by default until exact resume is checked with it on)."""
+    ``training.train.unlock_audio_channels``)."""
 
     stage: str = "main"
     preset: str = "light"
@@ -80,7 +80,7 @@ class TrainConfig:
     pretrained: bool = True
     out_dir: str = ""
     save_every: int = 1000
-    unlock_audio: bool = False
+    unlock_audio: bool = True
     log_every: int = 20
     image_every: int = 500
     device: str = "auto"
