@@ -21,8 +21,7 @@ import math
 import threading
 import warnings
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import av
 import numpy as np
@@ -31,6 +30,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as AT
 
 from avvos.capture import now
+from avvos.closing import Closeable
 from avvos.errors import InputError, SourceError
 
 SAMPLE_RATE = 16000
@@ -247,7 +247,7 @@ def _slice_padded(samples: np.ndarray, last: int, size: int) -> np.ndarray:
     return out
 
 
-class MicrophoneSource:
+class MicrophoneSource(Closeable):
     """Records a microphone into an ``AudioBuffer`` on ``now()``'s clock, for ``window(frame.time)``.
 
     ``device``: a PortAudio device index or name (None: the default input). ``samplerate``: what to
@@ -449,17 +449,6 @@ class MicrophoneSource:
             self._stream.close(ignore_errors=True)
         except Exception:  # a device that vanished may fail to close; nothing to keep
             pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _sounddevice() -> Any:

@@ -29,12 +29,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import cv2
 import numpy as np
 
+from avvos.closing import Closeable
 from avvos.errors import InputError
 from avvos.sources import open_frames
 
@@ -121,7 +120,7 @@ def _quiet_opencv() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(level)
 
 
-class CameraSource:
+class CameraSource(Closeable):
     """Frames of a camera index, a URL (HTTP MJPEG, RTSP, ...), a video file or a folder of images.
 
     ``fps_hint`` is the frame rate to use for folders, and for files whose rate is unknown. In
@@ -356,14 +355,3 @@ class CameraSource:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(self.timeout + 1.0)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

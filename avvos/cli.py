@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from avvos.checkpoint import load_model
-from avvos.config import InferenceConfig, ModelConfig, resolve_device
+from avvos.config import InferenceConfig, ModelConfig, config_from_options, resolve_device
 from avvos.errors import AvvosError, InputError
 from avvos.model.stcn import STCN, build_model
 
@@ -40,19 +40,6 @@ def get_model(weights: str | None, device: torch.device) -> tuple[STCN, str]:
     return model, (
         "weights: NONE BUNDLED YET - using a randomly initialised STCN (seed 0), so the masks are not "
         "meaningful. Pass --weights stcn.pth (official STCN) or an avvos .safetensors checkpoint."
-    )
-
-
-def _inference_config(args: argparse.Namespace) -> InferenceConfig:
-    return InferenceConfig(
-        top_k=args.top_k,
-        mem_every=args.mem_every,
-        include_last=args.include_last,
-        size=args.size,
-        amp=args.amp,
-        memory_frames=args.memory_frames,
-        memory_policy=args.memory_policy,
-        compile=args.compile,
     )
 
 
@@ -202,7 +189,7 @@ def run_segment(args: argparse.Namespace) -> None:
     from avvos.sources import discover_davis, open_frames
 
     device = resolve_device(args.device)
-    config = _inference_config(args)
+    config = config_from_options(InferenceConfig, args)
     jobs: list[tuple[str, Path, MaskPlan, Path]] = []
     davis_root = Path(args.davis) if args.davis else None
     if args.davis:
@@ -279,7 +266,7 @@ def run_live_command(args: argparse.Namespace) -> None:
         max_frames=args.max_frames,
         max_seconds=args.max_seconds,
     )
-    stats = run_live(InferenceSession(model, _inference_config(args), device), options,
+    stats = run_live(InferenceSession(model, config_from_options(InferenceConfig, args), device), options,
                      log=lambda m: print(m, file=sys.stderr))  # fmt: skip
     print(stats.summary())
     if args.record:
@@ -316,7 +303,7 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_bench(args: argparse.Namespace) -> None:
     from avvos.bench import run_benchmark
 
-    run_benchmark(args, _inference_config(args))
+    run_benchmark(args, config_from_options(InferenceConfig, args))
 
 
 def main(argv: list[str] | None = None) -> int:

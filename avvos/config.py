@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -12,6 +12,8 @@ from avvos.errors import DeviceError
 #: ImageNet normalisation used by every encoder (STCN uses the same constants).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Config = TypeVar("Config")
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
     return device
+
+
+def config_from_options(cls: type[Config], options: Any, **values: Any) -> Config:
+    """A configuration dataclass from parsed command-line options: every field named like an option takes its
+    value, ``values`` set the rest (options named otherwise, or converted)."""
+    given = vars(options)
+    taken = {f.name: given[f.name] for f in fields(cls) if f.name in given and f.name not in values}
+    return cls(**taken, **values)

@@ -235,13 +235,22 @@ def _size(mask: np.ndarray) -> str:
     return f"{mask.shape[1]}x{mask.shape[0]}"
 
 
-def _evaluate_sequence(name: str, pred_dir: Path, gt_dir: Path) -> dict[str, dict[str, float]]:
-    """Per-object result rows (keyed "1".."N") of one sequence."""
+def _evaluate_sequence(
+    name: str, pred_dir: Path, gt_dir: Path, score_last: bool = False
+) -> dict[str, dict[str, float]]:
+    """Per-object result rows (keyed "1".."N") of one sequence: every frame after the first is scored, the
+    last one only with ``score_last`` (the official DAVIS protocol leaves it out)."""
     gt_paths = sorted(gt_dir.glob("*.png"))
-    if len(gt_paths) < 3:
+    scored = gt_paths[1:] if score_last else gt_paths[1:-1]
+    rule = (
+        "every ground-truth frame after the first"
+        if score_last
+        else "every ground-truth frame but the first and the last"
+    )
+    if not scored:
         raise InputError(
-            f"sequence '{name}' has {len(gt_paths)} ground-truth frame(s) in {gt_dir}: at least 3 are "
-            "needed, as the first and the last frame are not scored"
+            f"sequence '{name}' has {len(gt_paths)} ground-truth frame(s) in {gt_dir}: {rule} is scored, "
+            "so there is nothing to score"
         )
     first = read_mask(gt_paths[0])
     merge = _is_davis2016_style(gt_paths[0], first)
@@ -251,7 +260,6 @@ def _evaluate_sequence(name: str, pred_dir: Path, gt_dir: Path) -> dict[str, dic
     if n_objects == 0:
         raise MaskError(f"the first ground-truth frame of sequence '{name}' ({gt_paths[0]}) has no object")
     ids = np.arange(1, n_objects + 1, dtype=np.uint8)[:, None, None]
-    scored = gt_paths[1:-1]
     j_values = np.empty((n_objects, len(scored)))
     f_values = np.empty((n_objects, len(scored)))
     for t, gt_path in enumerate(scored):
@@ -259,7 +267,7 @@ def _evaluate_sequence(name: str, pred_dir: Path, gt_dir: Path) -> dict[str, dic
         if not pred_path.is_file():
             raise InputError(
                 f"sequence '{name}' has no prediction for frame {gt_path.name}: {pred_path} is missing "
-                "(every ground-truth frame but the first and the last is scored)"
+                f"({rule} is scored)"
             )
         gt = read_mask(gt_path)
         pred = read_mask(pred_path)
@@ -295,6 +303,7 @@ def evaluate(
     gt_root: Path | str,
     sequences: list[str] | None = None,
     progress: bool = True,
+    score_last: bool = False,
 ) -> dict:
     """DAVIS semi-supervised J&F of the predictions in ``pred_root`` (``<seq>/<frame>.png``).
 
@@ -302,6 +311,7 @@ def evaluate(
     Without ``sequences``, every prediction folder that has ground truth is scored. Returns
     ``{"overall": row, "sequences": {name: row + {"objects": {id: row}}}}`` where a row maps the
     official column names (:data:`COLUMNS`) to fractions; see the module docstring for the rules.
+    ``score_last`` also scores the last frame (the audio-visual task does; DAVIS does not).
     """
     pred_root = Path(pred_root)
     if not pred_root.is_dir():
@@ -311,7 +321,7 @@ def evaluate(
     per_sequence: dict[str, dict] = {}
     all_objects: list[dict[str, float]] = []
     for name in tqdm(names, desc="J&F", unit="seq", disable=not progress):
-        objects = _evaluate_sequence(name, pred_root / name, ann_root / name)
+        objects = _evaluate_sequence(name, pred_root / name, ann_root / name, score_last)
         per_sequence[name] = {**_mean_row(list(objects.values())), "objects": objects}
         all_objects.extend(objects.values())
     return {"overall": _mean_row(all_objects), "sequences": per_sequence}
@@ -339,54 +349,6 @@ def format_table(results: dict) -> str:
 # first (the last frame included, unlike the official DAVIS protocol), identity switches and flicker.
 
 
-def _evaluate_sequence_after_first(name: str, pred_dir: Path, gt_dir: Path) -> dict[str, dict[str, float]]:
-    """Per-object result rows (keyed "1".."N") of one sequence, scoring every frame after the first."""
-    gt_paths = sorted(gt_dir.glob("*.png"))
-    if len(gt_paths) < 2:
-        raise InputError(
-            f"sequence '{name}' has {len(gt_paths)} ground-truth frame(s) in {gt_dir}: at least 2 are needed, "
-            "as the first frame is not scored"
-        )
-    first = read_mask(gt_paths[0])
-    merge = _is_davis2016_style(gt_paths[0], first)
-    if not merge:
-        first = np.where(first == VOID_ID, 0, first)
-    n_objects = int(first.max(initial=0))
-    if n_objects == 0:
-        raise MaskError(f"the first ground-truth frame of sequence '{name}' ({gt_paths[0]}) has no object")
-    ids = np.arange(1, n_objects + 1, dtype=np.uint8)[:, None, None]
-    scored = gt_paths[1:]
-    j_values = np.empty((n_objects, len(scored)))
-    f_values = np.empty((n_objects, len(scored)))
-    for t, gt_path in enumerate(scored):
-        pred_path = pred_dir / gt_path.name
-        if not pred_path.is_file():
-            raise InputError(
-                f"sequence '{name}' has no prediction for frame {gt_path.name}: {pred_path} is missing "
-                "(every ground-truth frame after the first is scored)"
-            )
-        gt, pred = read_mask(gt_path), read_mask(pred_path)
-        if gt.shape != first.shape or pred.shape != gt.shape:
-            raise MaskError(
-                f"sequence '{name}', frame {gt_path.name}: prediction {_size(pred)}, ground truth {_size(gt)}, "
-                f"first ground-truth frame {_size(first)} (width x height) must all be equal"
-            )
-        if merge:
-            pred = (pred != 0).astype(np.uint8)
-        else:
-            gt = np.where(gt == VOID_ID, 0, gt)
-            extra = np.unique(pred[pred > n_objects])
-            if extra.size:
-                raise MaskError(
-                    f"prediction {pred_path} has object id(s) {extra.tolist()} but sequence '{name}' has "
-                    f"{n_objects} object(s) in its first ground-truth frame"
-                )
-        gt_stack, pred_stack = gt[None] == ids, pred[None] == ids
-        j_values[:, t] = _jaccard(pred_stack, gt_stack)
-        f_values[:, t] = _boundary_f(pred_stack, gt_stack)
-    return {str(k + 1): _row(summarize(j_values[k]), summarize(f_values[k])) for k in range(n_objects)}
-
-
 def evaluate_after_first(
     pred_root: Path | str,
     gt_root: Path | str,
@@ -398,18 +360,7 @@ def evaluate_after_first(
     The official DAVIS protocol leaves out the first and the last frame; the audio-visual task scores
     "all frames after the first", so the last frame counts here.
     """
-    pred_root = Path(pred_root)
-    if not pred_root.is_dir():
-        raise InputError(f"prediction folder not found: {pred_root}")
-    ann_root = annotation_root(gt_root)
-    names = _select_sequences(pred_root, ann_root, sequences)
-    per_sequence: dict[str, dict] = {}
-    all_objects: list[dict[str, float]] = []
-    for name in tqdm(names, desc="J&F", unit="seq", disable=not progress):
-        objects = _evaluate_sequence_after_first(name, pred_root / name, ann_root / name)
-        per_sequence[name] = {**_mean_row(list(objects.values())), "objects": objects}
-        all_objects.extend(objects.values())
-    return {"overall": _mean_row(all_objects), "sequences": per_sequence}
+    return evaluate(pred_root, gt_root, sequences, progress, score_last=True)
 
 
 def identity_switches(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import av
 import cv2
 import numpy as np
 
+from avvos.closing import Closeable
 from avvos.errors import AvvosError
 from avvos.masks import davis_palette, write_mask
 
@@ -72,7 +71,7 @@ def _video_codec() -> str:
     return "libx264"
 
 
-class VideoWriter:
+class VideoWriter(Closeable):
     """Writes RGB uint8 frames to an mp4 file (yuv420p), opened on the first frame.
 
     Odd widths or heights are padded by one pixel (repeating the last row or column), as yuv420p
@@ -191,14 +190,3 @@ class VideoWriter:
         finally:
             self._container, self._stream, self._audio_stream, self._closed = None, None, None, True
             container.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

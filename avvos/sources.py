@@ -10,13 +10,12 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from avvos.closing import Closeable
 from avvos.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -36,7 +35,7 @@ class Frame:
     time: float
 
 
-class FrameSource:
+class FrameSource(Closeable):
     """Frames of one folder or video, decoded one at a time as the source is iterated.
 
     ``num_frames`` is the frame count when it is known up front (always for folders; for videos
@@ -62,17 +61,6 @@ class FrameSource:
 
     def close(self) -> None:
         """Release any open file; iterating again afterwards reopens it."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_size(self, image: np.ndarray, where: str) -> None:
         """Refuse a frame whose size differs from the first: masks and memory assume one size."""

@@ -46,7 +46,7 @@ import torch
 
 from avvos.audio import AudioBuffer, FileAudio, to_mono_16k
 from avvos.capture import now
-from avvos.config import InferenceConfig, resolve_device
+from avvos.config import InferenceConfig, config_from_options, resolve_device
 from avvos.errors import AvvosError, CheckpointError, InputError, MaskError
 from avvos.masks import read_mask, write_mask
 from avvos.model.stcn import STCN
@@ -1149,22 +1149,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> WebConfig:
     """A :class:`WebConfig` from parsed ``avvos web`` options."""
-    return WebConfig(
-        host=args.host,
-        port=args.port,
-        share=args.share,
-        max_streams=args.max_streams,
+    return config_from_options(
+        WebConfig,
+        args,
         idle_timeout_s=args.idle_timeout,
-        max_upload_mb=args.max_upload_mb,
-        max_video_seconds=args.max_video_seconds,
         models_dir=Path(args.models) if args.models else None,
-        weights=args.weights,
-        device=args.device,
-        stream_every=args.stream_every,
-        size=args.size,
-        mem_every=args.mem_every,
-        top_k=args.top_k,
-        memory_frames=args.memory_frames,
     )
 
 

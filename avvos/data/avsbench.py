@@ -26,16 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avvos.data.sampling import ItemKey, item_rng, sample_frame_indices
-from avvos.data.vos import (
-    MAX_OBJECTS,
-    audio_windows,
-    augment_video,
-    load_labels,
-    load_rgb,
-    make_sample,
-    read_audio,
-    resize_video,
-)
+from avvos.data.vos import MAX_OBJECTS, fit_video, load_labels, load_rgb, make_sample, windows_for
 
 FRAMES_PER_CLIP = 5
 #: Time (s) of each of the five frames within the clip.
@@ -162,14 +153,9 @@ class AVSBenchDataset(Dataset):
                 for m in (clip.masks[i] for i in indices)
             ]
         )[:, None]
-        if self.augment:
-            frames, labels = augment_video(frames, labels, self.size, int(rng.integers(2**31 - 1)))
-        else:
-            frames, labels = resize_video(frames, labels, self.size)
+        frames, labels = fit_video(frames, labels, self.size, self.augment, int(rng.integers(2**31 - 1)))
         masks = torch.zeros(len(indices), self.objects, *self.size)
         masks[:, 0] = labels[:, 0]
         valid = torch.tensor([clip.masks[i] is not None for i in indices])
-        audio = read_audio(clip.audio) if clip.audio is not None else None
-        times = [FRAME_TIMES[i] for i in indices]
-        windows = audio_windows(audio, times)
-        return make_sample(frames, masks, torch.eye(self.objects)[0], windows, audio is not None, clip.name, valid)
+        windows, has_audio = windows_for(clip.audio, [FRAME_TIMES[i] for i in indices])
+        return make_sample(frames, masks, torch.eye(self.objects)[0], windows, has_audio, clip.name, valid)

@@ -131,6 +131,18 @@ def augment_video(frames: torch.Tensor, labels: torch.Tensor, size: tuple[int, i
     return out_frames, out_labels
 
 
+def fit_video(frames: torch.Tensor, labels: torch.Tensor, size: tuple[int, int], augment: bool, seed: int) -> tuple:
+    """Frames and labels brought to the training ``size``: augmented (:func:`augment_video`) or only resized."""
+    return augment_video(frames, labels, size, seed) if augment else resize_video(frames, labels, size)
+
+
+def windows_for(audio_path: Path | None, times: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """The audio windows ending at ``times`` of the file at ``audio_path`` (silence when there is none), and
+    whether there was a file."""
+    audio = read_audio(audio_path) if audio_path is not None else None
+    return audio_windows(audio, times), audio is not None
+
+
 def resize_video(frames: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]) -> tuple:
     """Frames (bilinear, antialiased) and label maps (nearest) resized to ``size``, for unaugmented samples."""
     if tuple(frames.shape[-2:]) == tuple(size):
@@ -310,20 +322,15 @@ class VOSDataset(Dataset):
             frames = torch.stack([load_rgb(video.frames[i]) for i in indices])
             size = tuple(frames.shape[-2:])
             labels = torch.stack([load_labels(video.masks[i], size) for i in indices])[:, None]
-            seed = int(rng.integers(2**31 - 1))
-            if self.augment:
-                frames, labels = augment_video(frames, labels, self.size, seed)
-            else:
-                frames, labels = resize_video(frames, labels, self.size)
+            frames, labels = fit_video(frames, labels, self.size, self.augment, int(rng.integers(2**31 - 1)))
             picked = pick_objects(labels[:, 0], self.objects, rng)
             if picked is not None:
                 break
         if picked is None:
             picked = torch.zeros(self.num_frames, self.objects, *self.size), torch.eye(self.objects)[0]
         masks, selector = picked
-        audio = read_audio(video.audio) if video.audio is not None else None
-        times = [video.numbers[i] / video.fps for i in indices]
-        return make_sample(frames, masks, selector, audio_windows(audio, times), audio is not None, video.name)
+        windows, has_audio = windows_for(video.audio, [video.numbers[i] / video.fps for i in indices])
+        return make_sample(frames, masks, selector, windows, has_audio, video.name)
 
 
 # -------------------------------------------------------------------------------------------- synthetic task

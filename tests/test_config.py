@@ -1,0 +1,31 @@
+"""Configuration dataclasses: validation and the one path from command-line options to a configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avvos.cli import build_parser
+from avvos.config import InferenceConfig, ModelConfig, config_from_options
+from avvos.web import config_from_args
+
+
+def test_cli_options_fill_the_inference_config() -> None:
+    args = build_parser().parse_args(["segment", "clip.mp4", "--top-k", "7", "--memory-frames", "9", "--size", "240"])
+    config = config_from_options(InferenceConfig, args)
+    assert (config.top_k, config.memory_frames, config.size, config.mem_every) == (7, 9, 240, 5)
+    assert config.max_size == InferenceConfig().max_size  # no such option: the dataclass default stays
+
+
+def test_web_options_with_other_names_are_converted(tmp_path: Path) -> None:
+    config = config_from_args(build_parser().parse_args(["web", "--idle-timeout", "3", "--models", str(tmp_path)]))
+    assert config.idle_timeout_s == 3.0 and config.models_dir == tmp_path and config.host == "127.0.0.1"
+
+
+def test_bad_values_are_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="top_k"):
+        config_from_options(InferenceConfig, build_parser().parse_args(["segment", "clip.mp4", "--top-k", "0"]))
+    with pytest.raises(ValueError, match="audio must be"):
+        ModelConfig.light(audio="stereo")
+    assert ModelConfig.light(audio="pixel").key_channels == 64 + 16
