@@ -165,9 +165,10 @@ def _measure(
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device_name)
-    if weights is None and arch in ("light", "stcn"):
+    if variant == "stcn" or (weights is None and arch in ("light", "stcn")):
         torch.manual_seed(0)
-        model = build_model(ModelConfig.light() if arch == "light" else ModelConfig.stcn()).to(device)
+        full = variant == "stcn" or arch == "stcn"
+        model = build_model(ModelConfig.stcn() if full else ModelConfig.light()).to(device)
     else:
         model, _ = get_model(weights, device)
     stamps: list[float] = []

@@ -165,6 +165,13 @@ def test_bench_prints_side_by_side_figures(tmp_path: Path, capsys: pytest.Captur
     assert all(r["fps"] > 0 and r["peak_rss_mib"] > 0 for r in results)
 
 
+def test_bench_compares_the_light_default_with_full_stcn(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--frames", "3", "--height", "48", "--width", "64", "--device", "cpu",
+                 "--arch", "light", "--compare", "stcn"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio avvos/stcn: fps x" in out
+
+
 def test_bundled_sample_runs_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
