@@ -99,6 +99,8 @@ class InferenceConfig:
     ``memory_frames``: bound on the memory, in frames (None: unbounded, as STCN); the first frame
     stays pinned and ``memory_policy`` (``usage`` or ``fifo``) chooses what else is kept.
     ``amp``: bf16 (or fp16) autocast on CUDA; ``compile``: ``torch.compile`` the key encoder and decoder.
+    ``smoothing``: use the model's readout smoother when it has one (False reads each frame on its own, as
+    STCN does: for ablations).
     """
 
     top_k: int = 20
@@ -110,6 +112,7 @@ class InferenceConfig:
     memory_frames: int | None = None
     memory_policy: str = "usage"
     compile: bool = False
+    smoothing: bool = True
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

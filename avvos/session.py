@@ -142,7 +142,8 @@ class InferenceSession:
             probs = None
             if self.object_ids and self.memory.size > 0:
                 readout = self.memory.read(features.key[0], self.config.top_k).to(features.query_value.dtype)
-                readout, self.smoothing_state = self.model.smooth(readout, self.smoothing_state)
+                if self.config.smoothing:
+                    readout, self.smoothing_state = self.model.smooth(readout, self.smoothing_state)
                 probs = aggregate(self._decode(features, readout)[:, 0].float())
             new_ids: list[int] = []
             if mask_tensor is not None:

@@ -26,9 +26,9 @@ def _warm_start(config: ModelConfig, source: torch.nn.Module) -> torch.nn.Module
     return model
 
 
-def _labels_and_probs(model, audio=None, frames: int = 7):
+def _labels_and_probs(model, audio=None, frames: int = 7, config: InferenceConfig | None = None):
     clip, first = moving_discs(frames=frames)
-    session = InferenceSession(model, InferenceConfig(), "cpu")
+    session = InferenceSession(model, config or InferenceConfig(), "cpu")
     out = []
     for t in range(frames):
         window = None if audio is None else audio[t]
@@ -60,6 +60,17 @@ def test_audio_changes_matching_once_trained() -> None:
     quiet[1:] = loud[0]
     a, b = _labels_and_probs(model, loud), _labels_and_probs(model, quiet)
     assert max((x.probs - y.probs).abs().max().item() for x, y in zip(a[1:], b[1:], strict=True)) > 1e-3
+
+
+def test_smoothing_can_be_switched_off_at_inference(stcn_model) -> None:
+    """A smoother that changes the readout changes the masks; ``smoothing=False`` gives STCN's back."""
+    model = _warm_start(ModelConfig(smoothing=True), stcn_model)
+    torch.nn.init.normal_(model.smoother.out.weight, std=0.5)
+    base = _labels_and_probs(stcn_model)
+    smoothed = _labels_and_probs(model)
+    off = _labels_and_probs(model, config=InferenceConfig(smoothing=False))
+    assert max((a.probs - b.probs).abs().max().item() for a, b in zip(base, smoothed, strict=True)) > 1e-3
+    assert all(torch.allclose(a.probs, b.probs, atol=1e-5) for a, b in zip(base, off, strict=True))
 
 
 def test_audio_model_without_audio_warns_and_runs(stcn_model) -> None:

@@ -1,0 +1,34 @@
+"""The audio-visual evaluation command on a tiny model and tiny held-out clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from avvos.checkpoint import save_checkpoint
+from avvos.config import ModelConfig
+from avvos.model.stcn import build_model
+from training.evaluate_av import main
+
+
+def test_every_condition_is_scored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    weights = tmp_path / "av.safetensors"
+    save_checkpoint(build_model(ModelConfig.light(audio="pixel", smoothing=True)), weights)
+    out = tmp_path / "eval"
+    argv = ["--model", f"tiny={weights}", "--clips", "1", "--frames", "8", "--height", "64", "--width", "96",
+            "--out", str(out), "--smoothing-off", "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "tiny: gain from audio on crossing" in printed
+    results = json.loads((out / "results.json").read_text())["results"]
+    conditions = [r["condition"] for r in results]
+    assert conditions == ["crossing", "silent", "crossing, muted", "distinct",
+                          "crossing, smoothing off", "distinct, smoothing off"]  # fmt: skip
+    assert all(0.0 <= r["J&F-Mean"] <= 1.0 and r["clips"] == 1 for r in results)
+    assert len(list((out / "masks" / "tiny" / "crossing").rglob("*.png"))) == 8
+    with pytest.raises(SystemExit):
+        main(["--model", "no-equals-sign"])

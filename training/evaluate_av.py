@@ -1,0 +1,136 @@
+"""Score models on held-out clips of the who-is-sounding task: J&F, identity switches and flicker per split.
+
+Why: the audio extension is judged on clips where audio is necessary (``crossing``), where it is not
+(``distinct``) and where the sound is replaced by noise (``silent``), with seeds never used in training.
+
+    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --clips 12 --out runs/av_eval
+
+Each ``--model NAME=PATH`` is run on
+
+* ``crossing``: the clips with their sound;
+* ``silent``: the same clips (paired by seed) with the sound replaced by noise — the task's "without audio";
+* ``crossing, muted``: the crossing clips with no audio given at all (the model reads silence);
+* ``distinct``: clips whose objects differ in colour (appearance suffices);
+* with ``--smoothing-off`` also ``crossing`` and ``distinct`` with the model's readout smoother switched off at
+  inference (an ablation of the trained model, not a model trained without it).
+
+The clips are written to ``<out>/data`` on the first run (evaluation seeds, 240x432, 40 frames at 25 fps) and
+reused (``--frames``, ``--height``, ``--width`` change what is written). Prints a table and writes
+``<out>/results.json``; the gain from audio is J&F(crossing) - J&F(silent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from avvos.checkpoint import load_model
+from avvos.config import InferenceConfig, resolve_device
+from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, write_dataset
+from avvos.metrics import evaluate_av_sync, read_imageset
+from avvos.segment import MaskPlan, find_audio, segment_source
+from avvos.session import InferenceSession
+from avvos.sources import open_frames
+
+#: (condition name, split whose clips are run, whether the clip's audio is given, whether smoothing is on)
+CONDITIONS = (
+    ("crossing", "crossing", True, True),
+    ("silent", "silent", True, True),
+    ("crossing, muted", "crossing", False, True),
+    ("distinct", "distinct", True, True),
+)
+SMOOTHING_OFF = (
+    ("crossing, smoothing off", "crossing", True, False),
+    ("distinct, smoothing off", "distinct", True, False),
+)
+
+
+def ensure_data(root: Path, clips: int, config: AVSyncConfig) -> None:
+    """Write the three splits' evaluation clips under ``root`` unless they are there already."""
+    for split in ("crossing", "distinct", "silent"):
+        listing = root / "ImageSets" / f"{split}.txt"
+        if listing.is_file() and len(read_imageset(listing)) == clips:
+            continue
+        listing.unlink(missing_ok=True)
+        write_dataset(root, split, clips, EVAL_SEED_START, config, progress=True)
+
+
+def run_condition(
+    session: InferenceSession, data: Path, split: str, with_audio: bool, masks: Path, quiet: bool
+) -> float:
+    """Segment every clip of ``split`` into ``masks``; returns frames per second."""
+    frames, seconds = 0, 0.0
+    for name in read_imageset(data / "ImageSets" / f"{split}.txt"):
+        audio = find_audio(data / "JPEGImages" / name, None, data, name)[0] if with_audio else None
+        plan = MaskPlan(first=data / "Annotations" / name / "00000.png")
+        with open_frames(data / "JPEGImages" / name, fps=25.0) as source, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*running without audio")  # the muted condition, on purpose
+            stats = segment_source(session, source, plan, masks / name, progress=False, audio=audio)
+        frames += stats.frames
+        seconds += stats.total_seconds
+        if not quiet:
+            print(f"  {split}/{name}: {stats.fps:.1f} frames/s", file=sys.stderr)
+    return frames / max(seconds, 1e-9)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate_av",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="a model to score")
+    parser.add_argument("--clips", type=int, default=12, help="clips per split (default 12)")
+    parser.add_argument("--out", default="runs/av_eval", help="output folder (default runs/av_eval)")
+    parser.add_argument("--smoothing-off", action="store_true", help="also run with the smoother switched off")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+    parser.add_argument("--frames", type=int, default=40, help="frames per written clip (default 40)")
+    parser.add_argument("--height", type=int, default=240, help="height of written clips (default 240)")
+    parser.add_argument("--width", type=int, default=432, help="width of written clips (default 432)")
+    args = parser.parse_args(argv)
+    models = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--model takes NAME=PATH, got {spec!r}")
+        models[name] = Path(path)
+    out = Path(args.out)
+    data = out / "data"
+    ensure_data(data, args.clips, AVSyncConfig(frames=args.frames, height=args.height, width=args.width))
+    device = resolve_device(args.device)
+    conditions = CONDITIONS + (SMOOTHING_OFF if args.smoothing_off else ())
+    results: list[dict] = []
+    for model_name, path in models.items():
+        model, info = load_model(path, device)
+        print(f"{model_name}: {info.describe()}", file=sys.stderr)
+        for condition, split, with_audio, smoothing in conditions:
+            session = InferenceSession(model, InferenceConfig(smoothing=smoothing), device)
+            masks = out / "masks" / model_name / condition.replace(", ", "_").replace(" ", "_")
+            fps = run_condition(session, data, split, with_audio and model.uses_audio, masks, args.quiet)
+            scores = evaluate_av_sync(masks, data, split)
+            scores.pop("sequences", None)
+            results.append({"model": model_name, "weights": str(path), "condition": condition, "fps": fps, **scores})
+    header = f"{'model':<12} {'condition':<26} {'J&F':>6} {'switches':>9} {'flicker':>8} {'fps':>6}"
+    print(header)
+    print("-" * len(header))
+    for row in results:
+        print(
+            f"{row['model']:<12} {row['condition']:<26} {row['J&F-Mean']:>6.3f} "
+            f"{row['identity_switch_fraction']:>9.3f} {row['flicker']:>8.3f} {row['fps']:>6.1f}"
+        )
+    for model_name in models:
+        by = {r["condition"]: r for r in results if r["model"] == model_name}
+        print(f"{model_name}: gain from audio on crossing {by['crossing']['J&F-Mean'] - by['silent']['J&F-Mean']:+.3f}")
+    settings = {"clips": args.clips, "seed": EVAL_SEED_START, "inference": dataclasses.asdict(InferenceConfig())}
+    (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
