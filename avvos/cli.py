@@ -51,7 +51,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", type=int, default=20, help="memory positions each query reads (default 20)")
     group.add_argument("--include-last", action="store_true", help="also keep the previous frame in memory")
     group.add_argument(
-        "--size", type=int, help="shorter side to process at (default: as is up to 480p, larger frames at 480p)"
+        "--size",
+        type=int,
+        help="shorter side to process at (default: as is, with larger frames scaled down to 480p or to the "
+        "weights' own processing size when they set one: 240p for the bundled default)",
     )
     group.add_argument("--amp", action="store_true", help="mixed precision (fp16/bf16 autocast) on CUDA")
     group.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoder (GPU)")

@@ -31,6 +31,9 @@ class ModelConfig:
       matches exactly as the visual model does.
     * ``smoothing``: a per-object convolutional GRU over successive memory readouts; its output
       starts at zero, so an untrained smoother changes nothing.
+    * ``process_size``: the shorter side these weights work at (set when they are exported, from the
+      resolution they were trained and measured at); larger frames are scaled down to it unless
+      :attr:`InferenceConfig.size` says otherwise. None: STCN's rule (as is up to 480p).
     """
 
     key_backbone: str = "resnet50"
@@ -44,8 +47,11 @@ class ModelConfig:
     audio_embed_dim: int = 128
     smoothing: bool = False
     smoothing_dim: int = 64
+    process_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.process_size is not None and self.process_size < 16:
+            raise ValueError(f"process_size must be at least 16 pixels, got {self.process_size}")
         if self.key_backbone not in ("resnet50", "mobilenet_v2"):
             raise ValueError(f"key_backbone must be resnet50 or mobilenet_v2, got {self.key_backbone!r}")
         if self.value_backbone not in ("resnet18", "mobilenet_v2"):

@@ -45,11 +45,15 @@ def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, 
     return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2
 
 
-def processing_size(height: int, width: int, config: InferenceConfig) -> tuple[int, int]:
+def processing_size(
+    height: int, width: int, config: InferenceConfig, model_size: int | None = None
+) -> tuple[int, int]:
     """The (height, width) frames are processed at: ``config.size`` on the shorter side, or the
-    input size when its shorter side is at most ``config.max_size`` (else scaled down to it)."""
+    input size when its shorter side is at most ``config.max_size`` and the weights' own
+    ``model_size`` (:attr:`ModelConfig.process_size`), else scaled down to the smaller of the two."""
     short = min(height, width)
-    target = config.size if config.size is not None else min(short, config.max_size)
+    cap = min(config.max_size, model_size) if model_size else config.max_size
+    target = config.size if config.size is not None else min(short, cap)
     if target == short:
         return height, width
     scale = target / short
@@ -220,7 +224,7 @@ class InferenceSession:
         size = (int(tensor.shape[0]), int(tensor.shape[1]))
         if self.input_size is None:
             self.input_size = size
-            self.process_size = processing_size(*size, self.config)
+            self.process_size = processing_size(*size, self.config, self.model.config.process_size)
             self.padding = pad_amounts(*self.process_size)
         elif size != self.input_size:
             raise InputError(

@@ -27,6 +27,9 @@ def test_padding_split_and_processing_size() -> None:
     assert processing_size(480, 854, config) == (480, 854)
     assert processing_size(720, 1280, config) == (480, 853)
     assert processing_size(1280, 720, config) == (853, 480)
+    assert processing_size(480, 854, config, model_size=240) == (240, 427)  # the weights' own size caps it
+    assert processing_size(160, 213, config, model_size=240) == (160, 213)  # smaller frames stay as they are
+    assert processing_size(480, 854, InferenceConfig(size=360), model_size=240) == (360, 640)  # asked: obeyed
     assert processing_size(240, 320, InferenceConfig(size=120)) == (120, 160)
 
 
