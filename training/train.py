@@ -93,14 +93,16 @@ def build_sources(config: TrainConfig) -> tuple[list[Dataset], list[float]]:
 def warm_start(model: STCN, path: str | Path) -> list[str]:
     """Copy the weights of an official STCN or avvos checkpoint into ``model``; returns the keys left as they were.
 
-    Only the extension modules (audio, smoother) may be missing from the file; every other key must match in
-    name and shape. Extension weights in the file that ``model`` has no place for are ignored.
+    Only the extension modules (audio, smoother) may be missing from the file or differ in shape (another audio
+    design): those keep their fresh values. Every other key must match in name and shape. Extension weights in the
+    file that ``model`` has no place for are ignored.
     """
     source, info = load_model(path)
     state = source.state_dict()
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state] + [k for k in reshaped if k.startswith(EXTENSION_PREFIXES)]
+    wrong = [k for k in reshaped if not k.startswith(EXTENSION_PREFIXES)]
     core_missing = [k for k in missing if not k.startswith(EXTENSION_PREFIXES)]
     extra = [k for k in state if k not in own and not k.startswith(EXTENSION_PREFIXES)]
     if core_missing or wrong or extra:
@@ -110,7 +112,7 @@ def warm_start(model: STCN, path: str | Path) -> list[str]:
             f"{model.config.value_backbone}): {len(core_missing)} missing, {len(wrong)} of another shape, "
             f"{len(extra)} unexpected, e.g. {', '.join(problems)}"
         )
-    own.update({k: v for k, v in state.items() if k in own})
+    own.update({k: v for k, v in state.items() if k in own and k not in missing})
     model.load_state_dict(own)
     return missing
 

@@ -145,6 +145,13 @@ def test_warm_start_from_avvos_and_official_files(tmp_path: Path) -> None:
     assert all(torch.equal(state[k], fresh[k]) for k in missing)
     assert not extended.smoother.out.weight.any() and not extended.audio_key.proj.weight.any()
 
+    other_design = build_model(ModelConfig.light(audio="frame", smoothing=True))
+    switched = warm_start(other_design, tmp_path / "plain.safetensors")
+    assert "audio_key.proj.weight" in switched
+    save_checkpoint(extended, tmp_path / "pixel.safetensors")
+    assert "audio_key.proj.weight" in warm_start(other_design, tmp_path / "pixel.safetensors")  # conv vs linear
+    assert torch.equal(other_design.smoother.out.weight, extended.smoother.out.weight)
+
     official = build_model(ModelConfig.stcn())
     torch.save(official.state_dict(), tmp_path / "stcn.pth")
     target = build_model(ModelConfig.stcn(audio="frame", smoothing=True))
