@@ -58,7 +58,9 @@ class TrainConfig:
     ``bce_*`` is the bootstrapped cross-entropy's warm-up; ``init`` an official STCN or avvos checkpoint to
     start from (else ImageNet backbones when ``pretrained``); ``save_every`` is the resume-checkpoint period;
     ``unlock_audio`` gives all-zero audio key channels a tiny random start (without it they cannot learn: see
-    ``training.train.unlock_audio_channels``)."""
+    ``training.train.unlock_audio_channels``). ``freeze_trunks`` keeps the ImageNet trunks as they are (the key
+    encoder, and the value encoder but for its first convolution, which reads the masks): far fewer weights to fit,
+    for training on a handful of videos."""
 
     stage: str = "main"
     preset: str = "light"
@@ -81,6 +83,7 @@ class TrainConfig:
     out_dir: str = ""
     save_every: int = 1000
     unlock_audio: bool = True
+    freeze_trunks: bool = False
     log_every: int = 20
     image_every: int = 500
     device: str = "auto"

@@ -259,6 +259,17 @@ def _build_model(config: TrainConfig) -> STCN:
     return model
 
 
+def trunk_parameter_names(model: STCN) -> list[str]:
+    """The ImageNet trunk weights: the whole key encoder, and the value encoder but for its first convolution
+    (it reads the mask channels ImageNet never saw) and its fusion block."""
+    own = ("value_encoder.conv1.", "value_encoder.trunk.0.", "value_encoder.fuser.")
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if name.startswith("key_encoder.") or (name.startswith("value_encoder.") and not name.startswith(own))
+    ]
+
+
 def unlock_audio_channels(model: STCN, std: float = 1e-3) -> bool:
     """Give all-zero audio key channels a tiny random start; True if it did.
 
@@ -303,6 +314,9 @@ def train(config: TrainConfig) -> STCN:
             broadcast_buffers=False,
             find_unused_parameters=model.uses_audio and config.data.synthetic_ratio < 1,  # silent samples
         )
+    if config.freeze_trunks:
+        for name in trunk_parameter_names(model):
+            model.get_parameter(name).requires_grad_(False)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), config.lr_gamma)

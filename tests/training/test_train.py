@@ -28,7 +28,7 @@ from tests.training.fake_data import write_davis_root
 from training.config import TrainConfig, make_config
 from training.forward import TrainingNetwork
 from training.loss import sequence_loss
-from training.train import FINAL_NAME, RESUME_NAME, _build_model, main, train, warm_start
+from training.train import FINAL_NAME, RESUME_NAME, _build_model, main, train, trunk_parameter_names, warm_start
 
 MOBILENET = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 TINY = {
@@ -221,3 +221,14 @@ def test_command_line_help_and_errors(capsys: pytest.CaptureFixture[str]) -> Non
     assert "static" in capsys.readouterr().out
     assert main(["--stage", "nope"]) == 2
     assert "unknown stage" in capsys.readouterr().err
+
+
+def test_frozen_trunks_stay_as_they_were(tmp_path: Path, one_thread: None) -> None:
+    config = make_config("av", {**TINY, "iterations": 3, "freeze_trunks": True, "out_dir": str(tmp_path / "run")})
+    before = _initial(config)
+    after = train(config).state_dict()
+    frozen = set(trunk_parameter_names(_build_model(config)))
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    trained = [k for k in after if after[k].is_floating_point() and k not in frozen and k.startswith("decoder.")]
+    assert any(not torch.equal(after[k], before[k]) for k in trained)
+    assert not any(k.startswith("value_encoder.trunk.0.") for k in frozen)  # the first conv reads the masks
