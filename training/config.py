@@ -57,8 +57,10 @@ class TrainConfig:
     """One training run. ``batch_size`` is per process; ``lr_steps`` are MultiStepLR milestones (iterations);
     ``bce_*`` is the bootstrapped cross-entropy's warm-up; ``init`` an official STCN or avvos checkpoint to
     start from (else ImageNet backbones when ``pretrained``); ``save_every`` is the resume-checkpoint period;
-    ``unlock_audio`` gives all-zero audio key channels a tiny random start (without it they cannot learn: see
-    ``training.train.unlock_audio_channels``). ``freeze_trunks`` keeps the ImageNet trunks as they are (the key
+    ``audio_init_std`` is the random start given to all-zero audio key channels (the STCN-exact initialisation,
+    where they cannot learn: see ``training.train.unlock_audio_channels``; 0 leaves them at zero);
+    ``reset_audio`` draws that start even when the channels are not zero (to restart a warm-started run whose
+    audio channels stayed too small to matter). ``freeze_trunks`` keeps the ImageNet trunks as they are (the key
     encoder, and the value encoder but for its first convolution, which reads the masks): far fewer weights to fit,
     for training on a handful of videos."""
 
@@ -82,7 +84,8 @@ class TrainConfig:
     pretrained: bool = True
     out_dir: str = ""
     save_every: int = 1000
-    unlock_audio: bool = True
+    audio_init_std: float = 0.05
+    reset_audio: bool = False
     freeze_trunks: bool = False
     log_every: int = 20
     image_every: int = 500
