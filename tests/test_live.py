@@ -39,11 +39,11 @@ def _box_mask(path: Path, index: int = 0, size: tuple[int, int] = (240, 320)) ->
     return path
 
 
-def test_live_camera_drops_stale_frames_and_keeps_up(tmp_path: Path, light_weights: Path) -> None:
-    from avvos.checkpoint import load_model
-
-    model, _ = load_model(light_weights)
-    session = InferenceSession(model, InferenceConfig(), "cpu")
+def test_live_camera_drops_stale_frames_and_keeps_up(tmp_path: Path) -> None:
+    # The full STCN network (random weights) is several times slower than a 30 fps camera on any CPU, so
+    # frames must be dropped; the light model can keep up on an idle machine, which would test nothing.
+    torch.manual_seed(0)
+    session = InferenceSession(build_model(ModelConfig.stcn()), InferenceConfig(), "cpu")
     with MjpegCamera(fps=30) as camera:
         options = LiveOptions(source=camera.url, mask=_box_mask(tmp_path / "m.png"), window=False,
                               record=tmp_path / "live.mp4", masks_out=tmp_path / "masks", max_frames=25)  # fmt: skip

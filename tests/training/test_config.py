@@ -78,6 +78,6 @@ def test_zero_audio_channels_get_a_gradient_once_unlocked() -> None:
     assert unlock_audio_channels(model) and audio_grad() > 0
     assert not unlock_audio_channels(model)  # already non-zero: left alone
     before = model.audio_key.proj.weight.clone()
-    assert unlock_audio_channels(model, std=0.05, force=True)  # --reset_audio: drawn again, at the new scale
+    assert unlock_audio_channels(model, std=0.1, force=True)  # --reset_audio: drawn again, at the new scale
     assert not torch.equal(before, model.audio_key.proj.weight)
-    assert 0.03 < float(model.audio_key.proj.weight.std()) < 0.07
+    assert 0.07 < float(model.audio_key.proj.weight.std()) < 0.13
