@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from avvos.data.sampling import ItemKey, item_rng, sample_frame_indices
-from avvos.data.vos import MAX_OBJECTS, fit_video, load_labels, load_rgb, make_sample, windows_for
+from avvos.data.vos import MAX_OBJECTS, SampleSet, fit_video, load_labels, load_rgb, make_sample, windows_for
 
 FRAMES_PER_CLIP = 5
 #: Time (s) of each of the five frames within the clip.
@@ -100,7 +99,7 @@ def find_clips(root: str | Path, split: str, subset: str | None = None) -> list[
     return clips
 
 
-class AVSBenchDataset(Dataset):
+class AVSBenchDataset(SampleSet):
     """AVSBench clips with at least two annotated frames as training samples (one object: what sounds).
 
     S4's train split annotates only the first frame, so it gives nothing to learn propagation from; use its
@@ -125,10 +124,7 @@ class AVSBenchDataset(Dataset):
                 f"no AVSBench clips of split {split!r} with two or more masks under {[str(r) for r in roots]} "
                 f"({len(clips)} clips found; S4 train annotates only the first frame)"
             )
-        self.size = tuple(size)
-        self.num_frames = num_frames
-        self.objects = objects
-        self.augment = augment
+        super().__init__(size, num_frames, objects, augment)
 
     def __len__(self) -> int:
         return len(self.clips)

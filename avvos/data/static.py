@@ -11,12 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from avvos.data.sampling import ItemKey, item_rng
-from avvos.data.vos import FILL_RGB, MAX_OBJECTS, audio_windows, find_videos, load_labels, load_rgb, make_sample
+from avvos.data.vos import (
+    FILL_RGB,
+    MAX_OBJECTS,
+    SampleSet,
+    audio_windows,
+    find_videos,
+    load_labels,
+    load_rgb,
+    make_sample,
+)
 
 _FILL = (*FILL_RGB, 0.0)
 
@@ -46,7 +54,7 @@ def frames_as_images(roots: Sequence[str | Path], split: str | None = None) -> l
     ]
 
 
-class StaticDataset(Dataset):
+class StaticDataset(SampleSet):
     """Fake ``num_frames``-frame sequences from single images, as STCN's static pre-training makes them.
 
     One object of the image is the target (a random one when its mask has several ids); masks stay soft after
@@ -61,10 +69,8 @@ class StaticDataset(Dataset):
     ) -> None:
         if not pairs:
             raise ValueError("no image + mask pairs for the static data set")
+        super().__init__(size, num_frames, objects, augment=True)  # static samples are always warped
         self.pairs = list(pairs)
-        self.size = tuple(size)
-        self.num_frames = num_frames
-        self.objects = objects
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -284,7 +284,18 @@ def find_videos(root: str | Path, split: str | None = None, fps: float = 24.0, m
     return videos
 
 
-class VOSDataset(Dataset):
+class SampleSet(Dataset):
+    """What every training sample set shares: the output ``size`` (H, W), frames per sample, object slots,
+    and whether samples are augmented."""
+
+    def __init__(self, size: tuple[int, int], num_frames: int, objects: int, augment: bool) -> None:
+        self.size = tuple(size)
+        self.num_frames = num_frames
+        self.objects = objects
+        self.augment = augment
+
+
+class VOSDataset(SampleSet):
     """Training samples from DAVIS / YouTube-VOS style roots (DAVIS-2016 0/255 masks too).
 
     Item ``key`` samples ``num_frames`` annotated frames with at most ``key.max_skip`` original frames between
@@ -305,10 +316,7 @@ class VOSDataset(Dataset):
         self.videos = [video for root in roots for video in find_videos(root, split, fps)]
         if not self.videos:
             raise ValueError(f"no annotated videos found under {[str(r) for r in roots]}")
-        self.size = tuple(size)
-        self.num_frames = num_frames
-        self.objects = objects
-        self.augment = augment
+        super().__init__(size, num_frames, objects, augment)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -336,7 +344,7 @@ class VOSDataset(Dataset):
 # -------------------------------------------------------------------------------------------- synthetic task
 
 
-class AVSyncSequences(Dataset):
+class AVSyncSequences(SampleSet):
     """Training samples from the synthetic "who is sounding" task, generated on the fly.
 
     Item ``key`` is the clip of seed ``TRAIN_SEED_START + key.index`` (from :class:`AVSyncDataset`, frames at
@@ -359,10 +367,7 @@ class AVSyncSequences(Dataset):
         base = config or AVSyncConfig()
         self.config = replace(base, frames=frames_per_clip, height=size[0], width=size[1])
         self.clips = AVSyncDataset(self.config, seeds=range(TRAIN_SEED_START, TRAIN_SEED_START + clips), splits=splits)
-        self.size = tuple(size)
-        self.num_frames = num_frames
-        self.objects = objects
-        self.augment = augment
+        super().__init__(size, num_frames, objects, augment)
 
     def __len__(self) -> int:
         return len(self.clips)
