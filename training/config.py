@@ -60,7 +60,9 @@ class TrainConfig:
     ``audio_init_std`` is the random start given to all-zero audio key channels (the STCN-exact initialisation,
     where they cannot learn: see ``training.train.unlock_audio_channels``; 0 leaves them at zero);
     ``reset_audio`` draws that start even when the channels are not zero (to restart a warm-started run whose
-    audio channels stayed too small to matter). ``freeze_trunks`` keeps the ImageNet trunks as they are (the key
+    audio channels stayed too small to matter). ``sounding_weight`` weighs the loss that trains the audio key
+    channels to mark where the heard object is (``training.loss.sounding_loss``; 0: the segmentation loss alone).
+    ``freeze_trunks`` keeps the ImageNet trunks as they are (the key
     encoder, and the value encoder but for its first convolution, which reads the masks): far fewer weights to fit,
     for training on a handful of videos."""
 
@@ -86,6 +88,7 @@ class TrainConfig:
     save_every: int = 1000
     audio_init_std: float = 0.05
     reset_audio: bool = False
+    sounding_weight: float = 1.0
     freeze_trunks: bool = False
     log_every: int = 20
     image_every: int = 500

@@ -4,6 +4,11 @@ Frame 0's memory value comes from its ground truth; every later frame is segment
 frames before it, and its memory value is then encoded from its own *predicted* soft mask (not detached), so
 errors propagate as they do at inference. The readout smoother's state is carried from frame to frame.
 Training reads memory with the full softmax over all memory positions (STCN uses top-k only at inference).
+
+Audio models also return the *sounding map* of every frame: the sum of its audio key channels times
+:data:`SOUNDING_SCALE`, trained (``training.loss.sounding_loss``) to be the log-odds that a position shows the
+object that is heard. This gives the audio channels a direct signal; through the affinity alone they learn far
+too slowly (measured: a few thousand iterations left them too small to change any mask).
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from torch import nn
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD
 from avvos.model.stcn import STCN, FrameFeatures
 from training.loss import aggregate_logits
+
+#: The sounding map's log-odds per unit of summed audio key channels: a fixed scale (no free weight could
+#: absorb the signal), small enough that confident maps need audio channels comparable to the visual ones.
+SOUNDING_SCALE = 0.25
 
 
 def read_memory(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor, scale: float) -> torch.Tensor:
@@ -46,7 +55,8 @@ class TrainingNetwork(nn.Module):
     """Wraps an :class:`STCN` so that one ``forward`` runs a whole batch of sequences (what DDP needs).
 
     ``forward(frames, masks, selector, audio, has_audio)`` takes the batched sample of
-    :mod:`avvos.data.vos` and returns the aggregated log-odds (B, T−1, O+1, H, W) of frames 1..T−1.
+    :mod:`avvos.data.vos` and returns the aggregated log-odds (B, T−1, O+1, H, W) of frames 1..T−1 and the
+    sounding map (B, T, h, w) of every frame at the key's stride (zeros for visual-only models).
     Samples without sound get zero audio key channels, exactly what ``encode_key(image, None)`` gives.
     """
 
@@ -63,7 +73,7 @@ class TrainingNetwork(nn.Module):
         selector: torch.Tensor,
         audio: torch.Tensor,
         has_audio: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.model
         batch, steps = frames.shape[:2]
         objects = masks.shape[2]
@@ -77,6 +87,8 @@ class TrainingNetwork(nn.Module):
             keep = has_audio.repeat_interleave(steps).to(key.dtype).view(-1, 1, 1, 1)
             visual = net.config.key_dim
             key = torch.cat([key[:, :visual], key[:, visual:] * keep], dim=1)
+        visual = net.config.key_dim
+        sounding = key[:, visual:].sum(dim=1).float() * SOUNDING_SCALE
 
         def per_frame(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, steps, *x.shape[1:])
@@ -110,7 +122,7 @@ class TrainingNetwork(nn.Module):
             if t < steps - 1:
                 soft = torch.softmax(aggregated, dim=1)[:, 1:]
                 values.append(self._encode_values(images[:, t], f16[:, t], soft))
-        return torch.stack(outputs, dim=1)
+        return torch.stack(outputs, dim=1), sounding.view(batch, steps, height, width)
 
     def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """Memory values (B, O, Cv, h, w) of one frame per sample, all objects of the batch in one pass.

@@ -68,3 +68,18 @@ def sequence_loss(
         iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
         iou = (iou * weights).sum() / weights.sum().clamp(min=1)
     return loss, {"loss": loss.detach(), "iou": iou}
+
+
+def sounding_loss(sounding: torch.Tensor, masks: torch.Tensor, has_audio: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the sounding map (B, T, h, w) against where the heard objects are.
+
+    The target of a position is the fraction of its cell covered by any object of ``masks`` (B, T, O, H, W): in
+    the synthetic task the one labelled object is the one heard (distractors are background), in AVSBench the
+    labelled objects are the sounding ones. Only samples with sound count (zero when there are none).
+    """
+    if not bool(has_audio.any()):
+        return sounding.sum() * 0
+    present = masks.amax(dim=2).float()
+    target = F.adaptive_avg_pool2d(present.flatten(0, 1), sounding.shape[-2:]).view_as(sounding)
+    chosen = has_audio.bool()
+    return F.binary_cross_entropy_with_logits(sounding[chosen], target[chosen])

@@ -36,7 +36,7 @@ from avvos.errors import CheckpointError
 from avvos.model.stcn import STCN, build_model
 from training.config import TrainConfig, describe_stages, parse_args
 from training.forward import TrainingNetwork
-from training.loss import bootstrap_fraction, sequence_loss
+from training.loss import bootstrap_fraction, sequence_loss, sounding_loss
 
 RESUME_NAME = "resume.pt"
 FINAL_NAME = "final.safetensors"
@@ -363,9 +363,15 @@ def train(config: TrainConfig) -> STCN:
     for iteration, batch in zip(range(start, config.iterations), loader, strict=False):
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.autocast(device.type, enabled=amp):
-            logits = wrapped(batch["frames"], batch["masks"], batch["selector"], batch["audio"], batch["has_audio"])
+            logits, sounding = wrapped(
+                batch["frames"], batch["masks"], batch["selector"], batch["audio"], batch["has_audio"]
+            )
         fraction = bootstrap_fraction(iteration, config.bce_start_warm, config.bce_end_warm, config.bce_top_p)
         loss, stats = sequence_loss(logits, batch["masks"], batch["selector"], batch["valid"], fraction)
+        if model.uses_audio and config.sounding_weight > 0:
+            stats["sounding"] = sounding_loss(sounding, batch["masks"], batch["has_audio"])
+            loss = loss + config.sounding_weight * stats["sounding"]
+            stats["sounding"] = stats["sounding"].detach()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -381,12 +387,15 @@ def train(config: TrainConfig) -> STCN:
             values = {k: float(v) for k, v in stats.items()}
             writer.add_scalar("train/loss", values["loss"], done)
             writer.add_scalar("train/iou", values["iou"], done)
+            if "sounding" in values:
+                writer.add_scalar("train/sounding_loss", values["sounding"], done)
             writer.add_scalar("train/grad_norm", float(grad_norm), done)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], done)
             writer.add_scalar("train/bootstrap_fraction", fraction, done)
             writer.add_scalar("train/max_skip", sampler.batch(iteration)[0].max_skip, done)
             writer.add_scalar("train/sec_per_iteration", elapsed / max(done - start, 1), done)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", iou=f"{values['iou']:.3f}")
+            shown = {name: f"{value:.4f}" for name, value in values.items()}
+            progress.set_postfix(shown)
         if writer is not None and done % config.image_every == 0:
             writer.add_image("train/sample", image_grid(batch, logits.detach()), done)
         if main_process and (done % config.save_every == 0 or done == config.iterations):

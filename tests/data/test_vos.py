@@ -115,3 +115,13 @@ def test_avsync_sequences_carry_the_clip_audio() -> None:
     augmented = AVSyncSequences((48, 64), num_frames=5, clips=4, frames_per_clip=16, objects=2)[ItemKey(0, 2, 5, 5)]
     _check_sample(augmented, 5, 2, (48, 64))
     assert augmented["selector"].tolist() == [1.0, 0.0]
+
+
+def test_avsync_augmentation_zooms_in_so_objects_appear_larger() -> None:
+    """The per-sequence zoom shows the task's objects larger than the generator draws them."""
+    plain = AVSyncSequences((48, 64), num_frames=2, clips=6, frames_per_clip=8, objects=1, augment=False)
+    zoomed = AVSyncSequences((48, 64), num_frames=2, clips=6, frames_per_clip=8, objects=1)
+    keys = [ItemKey(0, i, 1000 + i, 2) for i in range(6)]
+    plain_area = [float(plain[key]["masks"][0, 0].mean()) for key in keys]
+    zoomed_area = [float(zoomed[key]["masks"][0, 0].mean()) for key in keys]
+    assert max(zoomed_area) > 1.3 * max(plain_area), (plain_area, zoomed_area)

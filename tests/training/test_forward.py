@@ -10,7 +10,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from avvos.memory import MemoryStore
 from avvos.model.audio import WINDOW_SAMPLES
 from avvos.model.stcn import STCN, build_model
-from training.forward import TrainingNetwork, read_memory
+from training.forward import SOUNDING_SCALE, TrainingNetwork, read_memory
 from training.loss import aggregate_logits
 
 
@@ -76,12 +76,22 @@ def test_training_forward_matches_frame_by_frame_inference() -> None:
     audio = torch.randn(2, 4, WINDOW_SAMPLES) * 0.3
     has_audio = torch.tensor([True, False])
     with torch.no_grad():
-        out = TrainingNetwork(model)(frames, masks, selector, audio, has_audio)
+        out, sounding = TrainingNetwork(model)(frames, masks, selector, audio, has_audio)
         expected = _reference(model, frames, masks, selector, audio, has_audio)
     assert out.shape == (2, 3, 3, 48, 64)
     torch.testing.assert_close(out, expected, atol=2e-4, rtol=1e-4)
+    # The sounding map is the audio key channels' sum, scaled; zero for the sample without sound.
+    assert sounding.shape == (2, 4, 3, 4)
     with torch.no_grad():
-        all_silent = TrainingNetwork(model)(frames, masks, selector, audio, torch.tensor([False, False]))
+        image = (frames[0, 2][None] - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+            1, 3, 1, 1
+        )
+        key = model.encode_key(image, model.encode_audio(audio[0, 2][None])).key
+    expected_map = key[0, model.config.key_dim :].sum(dim=0) * SOUNDING_SCALE
+    torch.testing.assert_close(sounding[0, 2], expected_map, atol=1e-5, rtol=1e-4)
+    assert sounding[0].abs().max() > 0 and sounding[1].abs().max() == 0
+    with torch.no_grad():
+        all_silent, _ = TrainingNetwork(model)(frames, masks, selector, audio, torch.tensor([False, False]))
         expected = _reference(model, frames, masks, selector, audio, [False, False])
     torch.testing.assert_close(all_silent, expected, atol=2e-4, rtol=1e-4)
 
@@ -91,7 +101,7 @@ def test_gradients_reach_every_module_through_predicted_masks() -> None:
     frames = torch.rand(1, 3, 3, 32, 32)
     masks = torch.zeros(1, 3, 1, 32, 32)
     masks[..., 8:24, 8:24] = 1
-    out = TrainingNetwork(model)(
+    out, _ = TrainingNetwork(model)(
         frames, masks, torch.ones(1, 1), torch.randn(1, 3, WINDOW_SAMPLES), torch.tensor([True])
     )
     out[:, -1].sum().backward()

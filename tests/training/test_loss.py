@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from avvos.model.aggregate import aggregate
-from training.loss import aggregate_logits, bootstrap_fraction, bootstrapped_ce, class_targets, sequence_loss
+from training.loss import (
+    aggregate_logits,
+    bootstrap_fraction,
+    bootstrapped_ce,
+    class_targets,
+    sequence_loss,
+    sounding_loss,
+)
 
 
 def test_aggregate_logits_are_the_log_odds_of_avvos_aggregate() -> None:
@@ -59,3 +66,30 @@ def test_sequence_loss_drops_absent_objects_and_frames_without_truth() -> None:
         for t in range(3)
     ]
     torch.testing.assert_close(partial, torch.stack(per_frame).mean() / 2)
+
+
+def test_sounding_loss_targets_the_heard_objects_cells_and_skips_silent_samples() -> None:
+    masks = torch.zeros(2, 2, 1, 32, 32)
+    masks[:, :, 0, :16, :16] = 1  # the heard object fills the top-left cell of a 2x2 grid
+    right = torch.full((2, 2, 2, 2), -6.0)
+    right[:, :, 0, 0] = 6.0
+    wrong = -right
+    with_sound = torch.tensor([True, False])
+    good = float(sounding_loss(right, masks, with_sound))
+    bad = float(sounding_loss(wrong, masks, with_sound))
+    assert good < 0.01 < 5 < bad
+    # A sample without sound never counts, whatever its map says; none with sound: zero loss, still a graph.
+    mixed = right.clone()
+    mixed[1] = wrong[1]
+    assert float(sounding_loss(mixed, masks, with_sound)) == good
+    silent = sounding_loss(wrong.requires_grad_(), masks, torch.tensor([False, False]))
+    assert float(silent.detach()) == 0.0 and silent.requires_grad
+    # Partly covered cells are soft targets: a map of log-odds 0 is best for a half-covered cell.
+    half = torch.zeros(1, 1, 1, 32, 32)
+    half[..., :8, :16] = 1
+    losses = []
+    for value in (-3.0, 0.0, 3.0):
+        sounding = torch.full((1, 1, 2, 2), -6.0)
+        sounding[0, 0, 0, 0] = value
+        losses.append(float(sounding_loss(sounding, half, torch.tensor([True]))))
+    assert losses[1] < losses[0] and losses[1] < losses[2]

@@ -88,7 +88,8 @@ def test_loss_goes_down_when_overfitting_one_clip(tmp_path: Path, torch_home: Pa
 
     def loss_of(model: torch.nn.Module) -> float:
         with torch.no_grad():
-            logits = TrainingNetwork(model)(*(batch[k] for k in ("frames", "masks", "selector", "audio", "has_audio")))
+            names = ("frames", "masks", "selector", "audio", "has_audio")
+            logits, _ = TrainingNetwork(model)(*(batch[k] for k in names))
             return float(sequence_loss(logits, batch["masks"], batch["selector"], batch["valid"], 1.0)[0])
 
     torch.manual_seed(config.seed)
