@@ -188,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(args: argparse.Namespace) -> None:
-    from avvos.segment import MaskPlan, describe_audio_length, find_audio, masks_in_folder, segment_source
+    from avvos.segment import (
+        MaskPlan,
+        davis_plan,
+        describe_audio_length,
+        find_audio,
+        masks_in_folder,
+        segment_source,
+    )
     from avvos.session import InferenceSession
     from avvos.sources import discover_davis, open_frames
 
@@ -199,12 +206,7 @@ def run_segment(args: argparse.Namespace) -> None:
     if args.davis:
         out_root = Path(args.out or "out/davis")
         for seq in discover_davis(args.davis, args.imageset):
-            if seq.annotations is None:
-                raise InputError(f"sequence {seq.name} has no annotation folder under {args.davis}")
-            plan = MaskPlan(
-                by_frame=masks_in_folder(seq.annotations), new_objects_only=True, resize_masks=args.resize_masks
-            )
-            jobs.append((seq.name, seq.frames, plan, out_root / seq.name))
+            jobs.append((seq.name, seq.frames, davis_plan(seq, args.davis, args.resize_masks), out_root / seq.name))
     else:
         source_path = Path(args.input) if args.input else SAMPLE_CLIP / "frames"
         first = Path(args.mask) if args.mask else (SAMPLE_CLIP / "first_mask.png" if not args.input else None)

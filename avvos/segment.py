@@ -21,7 +21,7 @@ from avvos.errors import InputError, MaskError
 from avvos.masks import read_mask
 from avvos.session import InferenceSession
 from avvos.sinks import MaskWriter, VideoWriter, overlay
-from avvos.sources import FrameSource
+from avvos.sources import FrameSource, Sequence, open_frames
 
 
 @dataclass
@@ -165,3 +165,29 @@ def segment_source(
             video.close()
     stats.total_seconds = time.perf_counter() - start
     return stats
+
+
+def davis_plan(sequence: Sequence, root: str | Path, resize_masks: bool = False) -> MaskPlan:
+    """The mask plan of a sequence of a DAVIS-like root: its annotation folder, new objects only (so a folder
+    holding every frame's ground truth gives the first mask of each object and nothing else)."""
+    if sequence.annotations is None:
+        raise InputError(f"sequence {sequence.name} has no annotation folder under {root}")
+    return MaskPlan(by_frame=masks_in_folder(sequence.annotations), new_objects_only=True, resize_masks=resize_masks)
+
+
+def segment_sequence(
+    session: InferenceSession,
+    sequence: Sequence,
+    root: str | Path,
+    out_dir: Path,
+    *,
+    with_audio: bool,
+    fps: float = 25.0,
+    progress: bool = False,
+) -> SegmentStats:
+    """Segment one sequence of a DAVIS-like root into ``out_dir``, with its ``Audio/<name>.wav`` when
+    ``with_audio``; ``fps`` times the frames of a folder. What the data-set evaluations run for every sequence."""
+    plan = davis_plan(sequence, root)
+    audio = find_audio(sequence.frames, None, Path(root), sequence.name)[0] if with_audio else None
+    with open_frames(sequence.frames, fps=fps) as source:
+        return segment_source(session, source, plan, out_dir, progress=progress, audio=audio)

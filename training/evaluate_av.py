@@ -32,9 +32,9 @@ from avvos.checkpoint import load_model
 from avvos.config import InferenceConfig, resolve_device
 from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, write_dataset
 from avvos.metrics import evaluate_av_sync, read_imageset
-from avvos.segment import MaskPlan, find_audio, segment_source
+from avvos.segment import segment_sequence
 from avvos.session import InferenceSession
-from avvos.sources import open_frames
+from avvos.sources import discover_davis
 
 #: (condition name, split whose clips are run, whether the clip's audio is given, whether smoothing is on)
 CONDITIONS = (
@@ -64,16 +64,14 @@ def run_condition(
 ) -> float:
     """Segment every clip of ``split`` into ``masks``; returns frames per second."""
     frames, seconds = 0, 0.0
-    for name in read_imageset(data / "ImageSets" / f"{split}.txt"):
-        audio = find_audio(data / "JPEGImages" / name, None, data, name)[0] if with_audio else None
-        plan = MaskPlan(first=data / "Annotations" / name / "00000.png")
-        with open_frames(data / "JPEGImages" / name, fps=25.0) as source, warnings.catch_warnings():
+    for sequence in discover_davis(data, data / "ImageSets" / f"{split}.txt"):
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*running without audio")  # the muted condition, on purpose
-            stats = segment_source(session, source, plan, masks / name, progress=False, audio=audio)
+            stats = segment_sequence(session, sequence, data, masks / sequence.name, with_audio=with_audio, fps=25.0)
         frames += stats.frames
         seconds += stats.total_seconds
         if not quiet:
-            print(f"  {split}/{name}: {stats.fps:.1f} frames/s", file=sys.stderr)
+            print(f"  {split}/{sequence.name}: {stats.fps:.1f} frames/s", file=sys.stderr)
     return frames / max(seconds, 1e-9)
 
 

@@ -158,9 +158,9 @@ def run_baseline(args: argparse.Namespace, root: Path, folds: dict[str, list[str
 def run_model(args: argparse.Namespace, root: Path, fold_files: dict[str, Path], masks_root: Path) -> dict:
     """Each fold's weights segment the other fold's sequences, as ``avvos segment --davis --imageset`` does."""
     from avvos.checkpoint import load_model
-    from avvos.segment import MaskPlan, find_audio, masks_in_folder, segment_source
+    from avvos.segment import segment_sequence
     from avvos.session import InferenceSession
-    from avvos.sources import discover_davis, open_frames
+    from avvos.sources import discover_davis
 
     device = resolve_device(args.device)
     config = InferenceConfig(size=args.size)
@@ -173,13 +173,8 @@ def run_model(args: argparse.Namespace, root: Path, fold_files: dict[str, Path],
         frames = 0
         seconds = 0.0
         for seq in discover_davis(root, fold_files[other(train_fold)]):
-            if seq.annotations is None:
-                raise InputError(f"sequence {seq.name} has no annotation folder under {root}")
-            plan = MaskPlan(by_frame=masks_in_folder(seq.annotations), new_objects_only=True)
-            with open_frames(seq.frames) as source:
-                audio = find_audio(seq.frames, None, root, seq.name)[0] if model.uses_audio else None
-                stats = segment_source(session, source, plan, masks_root / seq.name, progress=not args.quiet,
-                                       audio=audio)  # fmt: skip
+            stats = segment_sequence(session, seq, root, masks_root / seq.name, with_audio=model.uses_audio,
+                                     progress=not args.quiet)  # fmt: skip
             frames += stats.frames
             seconds += stats.total_seconds
             print(f"{seq.name}: {stats.frames} frames, {stats.fps:.2f} frames/s", file=sys.stderr)
