@@ -30,7 +30,7 @@ from pathlib import Path
 
 from avvos.checkpoint import load_model
 from avvos.config import InferenceConfig, resolve_device
-from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, write_dataset
+from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, read_meta, write_dataset
 from avvos.metrics import evaluate_av_sync, read_imageset
 from avvos.segment import segment_sequence
 from avvos.session import InferenceSession
@@ -57,6 +57,23 @@ def ensure_data(root: Path, clips: int, config: AVSyncConfig) -> None:
             continue
         listing.unlink(missing_ok=True)
         write_dataset(root, split, clips, EVAL_SEED_START, config, progress=True)
+
+
+def by_mapping(per_clip: dict[str, dict], data: Path) -> dict[str, dict[str, float]]:
+    """Mean J&F and identity switches per visible mapping (brightness, size, opening) from per-clip scores and
+    the clips' ``Meta/<clip>.json``: which cues the audio helps with."""
+    groups: dict[str, list[dict]] = {}
+    for name, row in per_clip.items():
+        mapping = read_meta(data, name)["meta"]["mapping"]
+        groups.setdefault(mapping, []).append(row)
+    return {
+        mapping: {
+            "clips": len(rows),
+            "J&F-Mean": sum(r["J&F-Mean"] for r in rows) / len(rows),
+            "identity_switch_fraction": sum(r["identity_switch_fraction"] for r in rows) / len(rows),
+        }
+        for mapping, rows in sorted(groups.items())
+    }
 
 
 def run_condition(
@@ -112,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             masks = out / "masks" / model_name / condition.replace(", ", "_").replace(" ", "_")
             fps = run_condition(session, data, split, with_audio and model.uses_audio, masks, args.quiet)
             scores = evaluate_av_sync(masks, data, split)
-            scores.pop("sequences", None)
+            scores["by_mapping"] = by_mapping(scores.pop("sequences"), data)
             results.append({"model": model_name, "weights": str(path), "condition": condition, "fps": fps, **scores})
     header = f"{'model':<12} {'condition':<26} {'J&F':>6} {'switches':>9} {'flicker':>8} {'fps':>6}"
     print(header)
@@ -125,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in models:
         by = {r["condition"]: r for r in results if r["model"] == model_name}
         print(f"{model_name}: gain from audio on crossing {by['crossing']['J&F-Mean'] - by['silent']['J&F-Mean']:+.3f}")
+        for mapping, crossing in by["crossing"]["by_mapping"].items():
+            silent = by["silent"]["by_mapping"].get(mapping)
+            gain = f", gain {crossing['J&F-Mean'] - silent['J&F-Mean']:+.3f}" if silent else ""
+            print(f"  crossing, {mapping} mapping ({crossing['clips']} clips): J&F {crossing['J&F-Mean']:.3f}{gain}")
     settings = {"clips": args.clips, "seed": EVAL_SEED_START, "inference": dataclasses.asdict(InferenceConfig())}
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
     return 0

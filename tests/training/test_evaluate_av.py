@@ -29,6 +29,10 @@ def test_every_condition_is_scored(tmp_path: Path, capsys: pytest.CaptureFixture
     assert conditions == ["crossing", "silent", "crossing, muted", "distinct",
                           "crossing, smoothing off", "distinct, smoothing off"]  # fmt: skip
     assert all(0.0 <= r["J&F-Mean"] <= 1.0 and r["clips"] == 1 for r in results)
+    # Each condition is also broken down by the clip's visible mapping (one clip here: one mapping).
+    mappings = {tuple(r["by_mapping"]) for r in results if r["condition"].startswith("crossing")}
+    assert len(mappings) == 1 and next(iter(mappings))[0] in ("brightness", "size", "opening")
+    assert f"crossing, {next(iter(mappings))[0]} mapping (1 clips)" in printed
     assert len(list((out / "masks" / "tiny" / "crossing").rglob("*.png"))) == 8
     with pytest.raises(SystemExit):
         main(["--model", "no-equals-sign"])
