@@ -78,13 +78,16 @@ class MjpegCamera:
     """An MJPEG-over-HTTP camera on 127.0.0.1, paced at ``fps``; use as a context manager.
 
     ``size_after``: (frame index, (H, W)) to switch the frame size mid-stream. ``stop()`` cuts every
-    connection and stops serving, as a camera that is unplugged or a stream that goes down.
+    connection and stops serving, as a camera that is unplugged or a stream that goes down;
+    ``stop_after`` frames sent, the camera stops itself (a mid-session loss that does not depend on how
+    fast the client started).
     """
 
     fps: float = 30.0
     size: tuple[int, int] = (240, 320)
     size_after: tuple[int, tuple[int, int]] | None = None
     quality: int = 90
+    stop_after: int | None = None
     sent_at: dict[int, float] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -133,6 +136,9 @@ class MjpegCamera:
                 )
                 handler.wfile.flush()
                 index += 1
+                if self.stop_after is not None and index >= self.stop_after:
+                    threading.Thread(target=self.stop, name="mjpeg-unplug", daemon=True).start()
+                    break
                 self._stopping.wait(max(0.0, start + index / self.fps - time.monotonic()))
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import threading
 import warnings
 from pathlib import Path
 
@@ -62,8 +61,7 @@ def test_live_camera_drops_stale_frames_and_keeps_up(tmp_path: Path) -> None:
 
 def test_camera_that_stops_mid_session_ends_cleanly(tmp_path: Path, light_weights: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    with MjpegCamera(fps=30) as camera:
-        threading.Timer(2.0, camera.stop).start()
+    with MjpegCamera(fps=30, stop_after=60) as camera:  # unplugged after 2 s of frames
         code = main(["live", camera.url, "--mask", str(_box_mask(tmp_path / "m.png")), "--no-window", "--record",
                      str(tmp_path / "rec.mp4"), "--weights", str(light_weights), "--device", "cpu"])  # fmt: skip
     assert code == 0
