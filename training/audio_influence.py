@@ -7,7 +7,10 @@ Why: a model can have audio channels that learn yet change no mask; this says by
 Prints, for the first clip of ``ImageSets/crossing.txt`` under ``--data`` (written by ``training.evaluate_av``):
 the RMS of the visual and of the audio key channels (frame 0 with its sound, normalised as the session
 does), and the largest change of any object probability over the clip between running it with its sound
-and without audio.
+and without audio. Then, over every crossing clip, the *sounding contrast*: the clip's sounding map (what
+``training.loss.sounding_loss`` trains: the audio key channels' sum times ``SOUNDING_SCALE``) averaged over
+the target's cells minus over the distractors' cells, per visible mapping. Zero means the audio channels
+do not tell the heard object from its look-alikes, whatever their size.
 """
 
 from __future__ import annotations
@@ -16,15 +19,20 @@ import argparse
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from avvos.checkpoint import load_model
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
+from avvos.data.av_sync import read_distractor_masks, read_meta
 from avvos.errors import InputError
 from avvos.masks import read_mask
+from avvos.model.stcn import STCN
 from avvos.segment import find_audio
 from avvos.session import InferenceSession
 from avvos.sources import open_frames
+from training.forward import SOUNDING_SCALE
 
 
 def audio_influence(weights: Path, data: Path) -> dict[str, float]:
@@ -64,6 +72,44 @@ def audio_influence(weights: Path, data: Path) -> dict[str, float]:
     return {**rms, "max_prob_change": float((runs[True] - runs[False]).abs().max())}
 
 
+def _normalised(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (1, 3, H', W') normalised, padded on the right and bottom to multiples of 16."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return F.pad(x, (0, -x.shape[-1] % 16, 0, -x.shape[-2] % 16))
+
+
+def cell_mean(values: torch.Tensor, mask: np.ndarray) -> float:
+    """Mean of an (h, w) map over the cells a full-size boolean mask covers, weighted by its coverage."""
+    height, width = mask.shape
+    padded = torch.from_numpy(np.pad(mask, ((0, -height % 16), (0, -width % 16)))).float()[None, None]
+    weight = F.adaptive_avg_pool2d(padded, values.shape)[0, 0]
+    return float((values * weight).sum() / weight.sum()) if weight.sum() > 0 else float("nan")
+
+
+@torch.no_grad()
+def sounding_contrast(model: STCN, data: Path) -> dict[str, float]:
+    """Mean over crossing clips of (sounding map on the target − on the distractors), overall and per mapping."""
+    per_mapping: dict[str, list[float]] = {}
+    for name in (data / "ImageSets" / "crossing.txt").read_text().split():
+        audio, _ = find_audio(data / "JPEGImages" / name, None, data, name)
+        if audio is None:
+            raise InputError(f"no Audio/{name}.wav under {data}")
+        distractors = read_distractor_masks(data, name).any(axis=1)
+        gaps = []
+        with open_frames(data / "JPEGImages" / name, fps=25.0) as source:
+            for frame in source:
+                embedding = model.encode_audio(torch.from_numpy(audio.window(frame.time))[None])
+                key = model.encode_key(_normalised(frame.image), embedding).key[0]
+                sounding = key[model.config.key_dim :].sum(dim=0) * SOUNDING_SCALE
+                target = read_mask(data / "Annotations" / name / f"{frame.name}.png") == 1
+                gaps.append(cell_mean(sounding, target) - cell_mean(sounding, distractors[frame.index]))
+        mapping = read_meta(data, name)["meta"]["mapping"]
+        per_mapping.setdefault(mapping, []).append(float(np.nanmean(gaps)))
+    every = [gap for gaps in per_mapping.values() for gap in gaps]
+    return {"all": float(np.mean(every)), **{m: float(np.mean(g)) for m, g in sorted(per_mapping.items())}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.audio_influence", description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", type=Path, help="an audio-visual avvos checkpoint")
@@ -74,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.weights}: key RMS visual {figures['visual_rms']:.3f}, audio {figures['audio_rms']:.3f}; "
         f"largest probability change from the sound {figures['max_prob_change']:.4f}"
     )
+    model, _ = load_model(args.weights)
+    contrast = sounding_contrast(model.eval(), args.data)
+    shown = ", ".join(f"{mapping} {value:+.3f}" for mapping, value in contrast.items() if mapping != "all")
+    print(f"sounding contrast (target minus distractors, log-odds): {contrast['all']:+.3f} ({shown})")
     return 0
 
 

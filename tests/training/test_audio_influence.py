@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from avvos.config import ModelConfig
 from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, write_dataset
 from avvos.errors import InputError
 from avvos.model.stcn import build_model
-from training.audio_influence import audio_influence
+from training.audio_influence import audio_influence, cell_mean, sounding_contrast
 
 
 def test_audio_influence_measures_the_audio_channels(tmp_path: Path) -> None:
@@ -27,6 +28,20 @@ def test_audio_influence_measures_the_audio_channels(tmp_path: Path) -> None:
     save_checkpoint(model, tmp_path / "loud.safetensors")
     loud = audio_influence(tmp_path / "loud.safetensors", data)
     assert loud["audio_rms"] > 0 and loud["max_prob_change"] > 0  # zero audio channels gave exactly 0
+    assert sounding_contrast(build_model(ModelConfig.light(audio="pixel")), data)["all"] == 0.0
+    contrast = sounding_contrast(model.eval(), data)
+    mapping = next(k for k in contrast if k != "all")
+    assert contrast["all"] == contrast[mapping] and np.isfinite(contrast["all"])
     save_checkpoint(build_model(ModelConfig.light()), tmp_path / "visual.safetensors")
     with pytest.raises(InputError, match="no audio channels"):
         audio_influence(tmp_path / "visual.safetensors", data)
+
+
+def testcell_mean_weights_the_key_cells_by_mask_coverage() -> None:
+    values = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # the key grid of a 32x32 frame
+    mask = np.zeros((30, 30), bool)  # padded to 32x32 as the key encoder's input is
+    mask[:16, :16] = True  # all of cell (0, 0)
+    mask[16:24, 16:30] = True  # 8x14 of the 16x16 pixels of cell (1, 1)
+    coverage = 8 * 14 / 256
+    assert cell_mean(values, mask) == pytest.approx((1.0 + 4.0 * coverage) / (1 + coverage))
+    assert np.isnan(cell_mean(values, np.zeros((30, 30), bool)))
