@@ -416,11 +416,6 @@ def test_box_mark_then_live_overlay(tracking: Tracking) -> None:
     assert median < 5000
 
 
-@pytest.mark.xfail(
-    reason="the bundled default weights (2,500 CPU iterations) lose this test's flat grey square after the "
-    "first frame (coverage 0.0 measured, also offline); see README 'What does not work yet'",
-    strict=False,
-)
 def test_overlays_cover_the_moving_object(tracking: Tracking) -> None:
     """The overlay covers the square wherever it has moved (needs trained weights)."""
     if WEIGHTS is None and not BUNDLED_WEIGHTS.is_file():
