@@ -57,12 +57,9 @@ def audio_influence(weights: Path, data: Path) -> dict[str, float]:
                 window = audio.window(frame.time) if with_audio else None
                 probs.append(session.step(frame.image, window, mask=first if frame.index == 0 else None).probs)
                 if with_audio and frame.index == 0:
-                    image = torch.from_numpy(frame.image).permute(2, 0, 1)[None].float() / 255
-                    image = (image - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
-                        1, 3, 1, 1
-                    )
                     with torch.no_grad():
-                        key = model.encode_key(image, model.encode_audio(torch.from_numpy(window)[None])).key[0]
+                        embedding = model.encode_audio(torch.from_numpy(window)[None])
+                        key = model.encode_key(_normalised(frame.image), embedding).key[0]
                     visual, heard = key[: model.config.key_dim], key[model.config.key_dim :]
                     rms = {
                         "visual_rms": float(visual.pow(2).mean().sqrt()),

@@ -62,9 +62,8 @@ class TrainConfig:
     ``reset_audio`` draws that start even when the channels are not zero (to restart a warm-started run whose
     audio channels stayed too small to matter). ``sounding_weight`` weighs the loss that trains the audio key
     channels to mark where the heard object is (``training.loss.sounding_loss``; 0: the segmentation loss alone).
-    ``freeze_trunks`` keeps the ImageNet trunks as they are (the key
-    encoder, and the value encoder but for its first convolution, which reads the masks): far fewer weights to fit,
-    for training on a handful of videos."""
+    ``freeze_trunks`` keeps the ImageNet trunks as they are (the key encoder, and the value encoder but for its
+    first convolution, which reads the masks): far fewer weights to fit, for training on a handful of videos."""
 
     stage: str = "main"
     preset: str = "light"

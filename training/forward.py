@@ -83,11 +83,10 @@ class TrainingNetwork(nn.Module):
             embedding = net.encode_audio(audio.flatten(0, 1))
         features = net.encode_key(images, embedding)
         key = features.key
+        visual = net.config.key_dim
         if embedding is not None and not bool(has_audio.all()):
             keep = has_audio.repeat_interleave(steps).to(key.dtype).view(-1, 1, 1, 1)
-            visual = net.config.key_dim
             key = torch.cat([key[:, :visual], key[:, visual:] * keep], dim=1)
-        visual = net.config.key_dim
         sounding = key[:, visual:].sum(dim=1).float() * SOUNDING_SCALE
 
         def per_frame(x: torch.Tensor) -> torch.Tensor:
