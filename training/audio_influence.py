@@ -71,7 +71,7 @@ def audio_influence(weights: Path, data: Path) -> dict[str, float]:
 
 def _normalised(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 → (1, 3, H', W') normalised, padded on the right and bottom to multiples of 16."""
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return F.pad(x, (0, -x.shape[-1] % 16, 0, -x.shape[-2] % 16))
 
