@@ -25,8 +25,9 @@ class ModelConfig:
     * ``key_backbone``: ``resnet50`` (STCN) or ``mobilenet_v2``; ``value_backbone``: ``resnet18``
       (STCN) or ``mobilenet_v2``.
     * ``decoder_dims``: widths after the stride-16 compression and the stride-8 and stride-4 stages.
-    * ``audio``: ``none``, ``frame`` (one audio vector appended to every key position) or ``pixel``
-      (per-position channels from the visual features modulated by the audio embedding). The
+    * ``audio``: ``none``, ``frame`` (one audio vector appended to every key position), ``pixel``
+      (per-position channels from the visual features modulated by the audio embedding) or ``sync``
+      (per-position channels from the last frames' changes modulated by their sounds' changes). The
       ``audio_dim`` channels join the visual key; they start at zero, so an untrained audio model
       matches exactly as the visual model does.
     * ``smoothing``: a per-object convolutional GRU over successive memory readouts; its output
@@ -56,8 +57,8 @@ class ModelConfig:
             raise ValueError(f"key_backbone must be resnet50 or mobilenet_v2, got {self.key_backbone!r}")
         if self.value_backbone not in ("resnet18", "mobilenet_v2"):
             raise ValueError(f"value_backbone must be resnet18 or mobilenet_v2, got {self.value_backbone!r}")
-        if self.audio not in ("none", "frame", "pixel"):
-            raise ValueError(f"audio must be none, frame or pixel, got {self.audio!r}")
+        if self.audio not in ("none", "frame", "pixel", "sync"):
+            raise ValueError(f"audio must be none, frame, pixel or sync, got {self.audio!r}")
         object.__setattr__(self, "decoder_dims", tuple(self.decoder_dims))
 
     @property

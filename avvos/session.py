@@ -19,7 +19,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.errors import InputError, MaskError
 from avvos.memory import MemoryStore
 from avvos.model.aggregate import aggregate
-from avvos.model.audio import WINDOW_SAMPLES
+from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
 from avvos.model.stcn import STCN
 
 
@@ -100,6 +100,7 @@ class InferenceSession:
         """Forget all objects, memory and the frame size; the next frame is frame 0."""
         self.memory.clear()
         self.smoothing_state: torch.Tensor | None = None  # (objects, D, h, w) for models with a smoother
+        self.sync_history = SyncHistory()  # the last frames and sounds, for the ``sync`` audio design
         self._warned_no_audio = False
         self.object_ids: list[int] = []
         self.frame_index = 0
@@ -142,7 +143,11 @@ class InferenceSession:
         with torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None):
             if self.device.type == "cuda":
                 padded = padded.contiguous(memory_format=torch.channels_last)
-            features = self._encode_key(padded, embedding)
+            history = None
+            if self.model.config.audio == "sync":
+                sound = embedding if embedding is not None else self._silence()
+                history = self.sync_history.push(padded, sound)
+            features = self._encode_key(padded, embedding, history)
             probs = None
             if self.object_ids and self.memory.size > 0:
                 readout = self.memory.read(features.key[0], self.config.top_k).to(features.query_value.dtype)
@@ -196,6 +201,10 @@ class InferenceSession:
         if wave.numel() < WINDOW_SAMPLES:
             wave = F.pad(wave, (WINDOW_SAMPLES - wave.numel(), 0))
         return self.model.encode_audio(wave[None].to(self.device))
+
+    def _silence(self) -> torch.Tensor:
+        """The audio embedding of a silent window (keeps the ``sync`` history's time axis when audio is missing)."""
+        return self.model.encode_audio(torch.zeros(1, WINDOW_SAMPLES, device=self.device))
 
     def _merge_mask(self, probs: torch.Tensor | None, ids: list[int], onehot: torch.Tensor) -> torch.Tensor:
         """Write given object masks into this frame's probabilities and register new objects.

@@ -28,6 +28,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.data.av_sync import read_distractor_masks, read_meta
 from avvos.errors import InputError
 from avvos.masks import read_mask
+from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
 from avvos.model.stcn import STCN
 from avvos.segment import find_audio
 from avvos.session import InferenceSession
@@ -58,8 +59,7 @@ def audio_influence(weights: Path, data: Path) -> dict[str, float]:
                 probs.append(session.step(frame.image, window, mask=first if frame.index == 0 else None).probs)
                 if with_audio and frame.index == 0:
                     with torch.no_grad():
-                        embedding = model.encode_audio(torch.from_numpy(window)[None])
-                        key = model.encode_key(_normalised(frame.image), embedding).key[0]
+                        key = frame_key(model, _normalised(frame.image), window, SyncHistory())
                     visual, heard = key[: model.config.key_dim], key[model.config.key_dim :]
                     rms = {
                         "visual_rms": float(visual.pow(2).mean().sqrt()),
@@ -67,6 +67,16 @@ def audio_influence(weights: Path, data: Path) -> dict[str, float]:
                     }
         runs[with_audio] = torch.stack(probs)
     return {**rms, "max_prob_change": float((runs[True] - runs[False]).abs().max())}
+
+
+def frame_key(model: STCN, image: torch.Tensor, window: np.ndarray | None, history: SyncHistory) -> torch.Tensor:
+    """The joint key (C, h, w) of one frame of a clip played in order (``window`` None: no audio)."""
+    embedding = None if window is None else model.encode_audio(torch.from_numpy(window)[None])
+    frames = None
+    if model.config.audio == "sync":
+        sound = embedding if embedding is not None else model.encode_audio(torch.zeros(1, WINDOW_SAMPLES))
+        frames = history.push(image, sound)
+    return model.encode_key(image, embedding, frames).key[0]
 
 
 def _normalised(image: np.ndarray) -> torch.Tensor:
@@ -94,10 +104,10 @@ def sounding_contrast(model: STCN, data: Path) -> dict[str, float]:
             raise InputError(f"no Audio/{name}.wav under {data}")
         distractors = read_distractor_masks(data, name).any(axis=1)
         gaps = []
+        history = SyncHistory()
         with open_frames(data / "JPEGImages" / name, fps=25.0) as source:
             for frame in source:
-                embedding = model.encode_audio(torch.from_numpy(audio.window(frame.time))[None])
-                key = model.encode_key(_normalised(frame.image), embedding).key[0]
+                key = frame_key(model, _normalised(frame.image), audio.window(frame.time), history)
                 sounding = key[model.config.key_dim :].sum(dim=0) * SOUNDING_SCALE
                 target = read_mask(data / "Annotations" / name / f"{frame.name}.png") == 1
                 gaps.append(cell_mean(sounding, target) - cell_mean(sounding, distractors[frame.index]))

@@ -54,7 +54,8 @@ def others_sum(probs: torch.Tensor) -> torch.Tensor:
 class TrainingNetwork(nn.Module):
     """Wraps an :class:`STCN` so that one ``forward`` runs a whole batch of sequences (what DDP needs).
 
-    ``forward(frames, masks, selector, audio, has_audio)`` takes the batched sample of
+    ``forward(frames, masks, selector, audio, has_audio, history_frames, history_audio)`` takes the batched
+    sample of
     :mod:`avvos.data.vos` and returns the aggregated log-odds (B, T−1, O+1, H, W) of frames 1..T−1 and the
     sounding map (B, T, h, w) of every frame at the key's stride (zeros for visual-only models).
     Samples without sound get zero audio key channels, exactly what ``encode_key(image, None)`` gives.
@@ -73,15 +74,23 @@ class TrainingNetwork(nn.Module):
         selector: torch.Tensor,
         audio: torch.Tensor,
         has_audio: torch.Tensor,
+        history_frames: torch.Tensor | None = None,
+        history_audio: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.model
         batch, steps = frames.shape[:2]
         objects = masks.shape[2]
         images = ((frames.flatten(0, 1) - self.mean) / self.std).contiguous()
-        embedding = None
+        embedding = history = None
         if net.uses_audio and bool(has_audio.any()):
-            embedding = net.encode_audio(audio.flatten(0, 1))
-        features = net.encode_key(images, embedding)
+            if net.config.audio == "sync" and history_frames is not None and history_audio is not None:
+                sounds = net.encode_audio(history_audio.flatten(0, 2)).view(batch * steps, history_audio.shape[2], -1)
+                seen = (history_frames.flatten(0, 2) - self.mean) / self.std
+                history = (seen.view(batch * steps, history_frames.shape[2], *seen.shape[1:]), sounds)
+                embedding = sounds[:, -1]
+            else:
+                embedding = net.encode_audio(audio.flatten(0, 1))
+        features = net.encode_key(images, embedding, history)
         key = features.key
         visual = net.config.key_dim
         if embedding is not None and not bool(has_audio.all()):

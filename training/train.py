@@ -364,7 +364,13 @@ def train(config: TrainConfig) -> STCN:
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.autocast(device.type, enabled=amp):
             logits, sounding = wrapped(
-                batch["frames"], batch["masks"], batch["selector"], batch["audio"], batch["has_audio"]
+                batch["frames"],
+                batch["masks"],
+                batch["selector"],
+                batch["audio"],
+                batch["has_audio"],
+                batch["history_frames"],
+                batch["history_audio"],
             )
         fraction = bootstrap_fraction(iteration, config.bce_start_warm, config.bce_end_warm, config.bce_top_p)
         loss, stats = sequence_loss(logits, batch["masks"], batch["selector"], batch["valid"], fraction)

@@ -9,6 +9,9 @@ slots (STCN trains with up to two objects per sample):
 * ``valid`` (T,) bool: the frame has ground truth (frames without it get no loss);
 * ``audio`` (T, WINDOW_SAMPLES) float32: for each frame the mono 16 kHz window that ends at its time;
 * ``has_audio`` () bool: false when the video has no sound track; the model then gets no audio embedding;
+* ``history_frames`` (T, N, 3, H/4, W/4) and ``history_audio`` (T, N, RECENT_SAMPLES): for each frame, the
+  last N = SYNC_HISTORY frames at stride 4 and the last 40 ms of their sound, oldest first (the ``sync``
+  audio design's input). Data sets without consecutive frames repeat the frame itself (no change seen);
 * ``name``: the video's name.
 
 Items are addressed by :class:`~avvos.data.sampling.ItemKey`, so a sample is a pure function of its key.
@@ -35,7 +38,7 @@ from torchvision.transforms import v2
 from avvos.data.av_sync import TRAIN_SEED_START, AVSyncConfig, AVSyncDataset
 from avvos.data.sampling import ItemKey, item_rng, sample_frame_indices
 from avvos.masks import read_mask
-from avvos.model.audio import SAMPLE_RATE, WINDOW_SAMPLES
+from avvos.model.audio import RECENT_SAMPLES, SAMPLE_RATE, SYNC_HISTORY, WINDOW_SAMPLES, pool_frames
 
 #: Object slots per sample, as in STCN's training (a target and, where the video has one, a second object).
 MAX_OBJECTS = 2
@@ -178,8 +181,20 @@ def make_sample(
     has_audio: bool,
     name: str,
     valid: torch.Tensor | None = None,
+    history: tuple[torch.Tensor, np.ndarray] | None = None,
 ) -> dict:
-    """The common training sample (see the module docstring)."""
+    """The common training sample (see the module docstring).
+
+    ``history``: (T, N, 3, H, W) frames and (T, N, ≥RECENT_SAMPLES) sound before each frame; without it each
+    frame and its own sound are repeated.
+    """
+    if history is None:
+        steps = frames.shape[0]
+        history = (
+            frames[:, None].expand(-1, SYNC_HISTORY, -1, -1, -1),
+            np.broadcast_to(audio[:, None, -RECENT_SAMPLES:], (steps, SYNC_HISTORY, RECENT_SAMPLES)),
+        )
+    history_frames, history_audio = history
     return {
         "frames": frames.float().contiguous(),
         "masks": masks.float().contiguous(),
@@ -187,8 +202,15 @@ def make_sample(
         "valid": torch.ones(frames.shape[0], dtype=torch.bool) if valid is None else valid.bool(),
         "audio": torch.from_numpy(audio),
         "has_audio": torch.tensor(bool(has_audio)),
+        "history_frames": pool_frames(history_frames.float()).contiguous(),
+        "history_audio": torch.from_numpy(np.ascontiguousarray(history_audio[..., -RECENT_SAMPLES:])),
         "name": name,
     }
+
+
+def history_indices(indices: Sequence[int], length: int = SYNC_HISTORY) -> list[list[int]]:
+    """For each frame index, the ``length`` indices ending at it, oldest first (the first frame repeated)."""
+    return [[max(i - k, 0) for k in range(length - 1, -1, -1)] for i in indices]
 
 
 def load_rgb(path: Path) -> torch.Tensor:
@@ -378,18 +400,28 @@ class AVSyncSequences(SampleSet):
         clip = self.clips[key.index]
         rng = item_rng(key.seed)
         indices = sample_frame_indices(clip["frames"].shape[0], self.num_frames, key.max_skip, rng)
-        frames = clip["frames"][indices]
-        target = clip["masks"][indices].float()[:, None]
+        before = history_indices(indices)
+        needed = sorted({i for row in before for i in row})
+        frames = clip["frames"][needed]
+        target = clip["masks"][needed].float()[:, None]
         if self.augment:
             frames, target = self._augment(frames, target, int(rng.integers(2**31 - 1)))
         else:
             frames, target = resize_video(frames, target, self.size)
+        position = {index: n for n, index in enumerate(needed)}
+        chosen = [position[i] for i in indices]
         masks = torch.zeros(len(indices), self.objects, *self.size)
-        masks[:, 0] = target[:, 0]
+        masks[:, 0] = target[chosen, 0]
         selector = torch.eye(self.objects)[0]
-        times = [i / clip["fps"] for i in indices]
+        audio = clip["audio"].numpy()
+        rate = clip["fps"]
+        history = (
+            frames[torch.tensor([[position[i] for i in row] for row in before])],
+            audio_windows(audio, [i / rate for row in before for i in row]).reshape(len(indices), len(before[0]), -1),
+        )
         name = f"{clip['split']}_{clip['seed']:06d}"
-        return make_sample(frames, masks, selector, audio_windows(clip["audio"].numpy(), times), True, name)
+        windows = audio_windows(audio, [i / rate for i in indices])
+        return make_sample(frames[chosen], masks, selector, windows, True, name, history=history)
 
     def _augment(self, frames: torch.Tensor, target: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         aspect = self.size[1] / self.size[0]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from avvos.config import ModelConfig
-from avvos.model.audio import AudioEncoder, AudioKey
+from avvos.model.audio import SYNC_HISTORY, AudioEncoder, AudioKey, RecentBands, SyncKey, pool_frames
 from avvos.model.decoder import Decoder
 from avvos.model.encoders import KeyProjection, build_key_encoder, build_value_encoder
 from avvos.model.smoothing import ReadoutSmoother
@@ -50,7 +50,10 @@ class STCN(nn.Module):
         self.key_proj = KeyProjection(f16_dim, config.key_dim)
         self.key_comp = nn.Conv2d(f16_dim, config.value_dim, 3, padding=1)
         self.decoder = Decoder(config.value_dim, (f8_dim, f4_dim), config.decoder_dims)
-        if config.audio != "none":
+        if config.audio == "sync":
+            self.audio_encoder = RecentBands()
+            self.audio_key = SyncKey(f16_dim, config.audio_dim)
+        elif config.audio != "none":
             self.audio_encoder = AudioEncoder(config.audio_embed_dim)
             self.audio_key = AudioKey(config.audio, f16_dim, config.audio_embed_dim, config.audio_dim)
         if config.smoothing:
@@ -61,19 +64,35 @@ class STCN(nn.Module):
         return self.config.audio != "none"
 
     def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(B, samples) mono 16 kHz windows ending at each frame → (B, audio_embed_dim)."""
+        """(B, samples) mono 16 kHz windows ending at each frame → (B, audio_embed_dim), or (B, 64) recent
+        log-mel bands for the ``sync`` design."""
         return self.audio_encoder(waveform)
 
-    def encode_key(self, image: torch.Tensor, audio_embedding: torch.Tensor | None = None) -> FrameFeatures:
+    def encode_key(
+        self,
+        image: torch.Tensor,
+        audio_embedding: torch.Tensor | None = None,
+        history: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> FrameFeatures:
         """Encode a normalised, padded frame (B, 3, H, W) and, for audio models, its audio embedding.
 
-        An audio model given no embedding gets zero audio channels (the visual-only key).
+        An audio model given no embedding gets zero audio channels (the visual-only key). The ``sync`` design
+        also takes ``history``: the last frames at stride 4 and their sounds, this frame last (see
+        :class:`~avvos.model.audio.SyncHistory`); without it, this frame alone (no change seen).
         """
         f16, f8, f4 = self.key_encoder(image)
         key = self.key_proj(f16)
         if self.uses_audio:
             if audio_embedding is None:
                 audio = key.new_zeros(key.shape[0], self.config.audio_dim, *key.shape[-2:])
+            elif self.config.audio == "sync":
+                if history is None:
+                    history = (
+                        pool_frames(image)[:, None].expand(-1, SYNC_HISTORY, -1, -1, -1),
+                        audio_embedding[:, None].expand(-1, SYNC_HISTORY, -1),
+                    )
+                frames, sounds = history
+                audio = self.audio_key(frames.to(f16.dtype), sounds.to(f16.dtype), f16)
             else:
                 audio = self.audio_key(audio_embedding.to(f16.dtype), f16)
             key = torch.cat([key, audio], dim=1)

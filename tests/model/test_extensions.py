@@ -8,14 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from avvos.checkpoint import load_model, save_checkpoint
-from avvos.config import InferenceConfig, ModelConfig
-from avvos.model.audio import WINDOW_SAMPLES, AudioEncoder
+from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig, ModelConfig
+from avvos.data.av_sync import AVSyncConfig
+from avvos.data.sampling import ItemKey
+from avvos.data.vos import AVSyncSequences, audio_windows
+from avvos.model.audio import SYNC_HISTORY, WINDOW_SAMPLES, AudioEncoder, SyncHistory
 from avvos.model.stcn import build_model
 from avvos.session import InferenceSession
 from tests.conftest import moving_discs
 from tests.reference.official_weights import official_state_dict
+from training.forward import SOUNDING_SCALE, TrainingNetwork
+
+FORWARD_KEYS = ("frames", "masks", "selector", "audio", "has_audio", "history_frames", "history_audio")
 
 
 def _warm_start(config: ModelConfig, source: torch.nn.Module) -> torch.nn.Module:
@@ -36,7 +43,7 @@ def _labels_and_probs(model, audio=None, frames: int = 7, config: InferenceConfi
     return out
 
 
-@pytest.mark.parametrize("design", ["frame", "pixel"])
+@pytest.mark.parametrize("design", ["frame", "pixel", "sync"])
 def test_untrained_audio_and_smoothing_change_nothing(stcn_model, design: str) -> None:
     """Warm-started from STCN, the audio channels and the smoother start at zero: results are STCN's."""
     model = _warm_start(ModelConfig(audio=design, smoothing=True), stcn_model)
@@ -138,3 +145,43 @@ def test_unknown_config_values_are_refused() -> None:
         ModelConfig(audio="loud")
     with pytest.raises(ValueError, match="unknown model configuration fields: colour"):
         ModelConfig.from_dict({"colour": 1})
+
+
+def test_sync_history_repeats_the_first_frame_and_resets_on_a_new_size() -> None:
+    history = SyncHistory(history=4)
+    first, second = torch.zeros(1, 3, 32, 48), torch.ones(1, 3, 32, 48)
+    frames, sounds = history.push(first, torch.zeros(1, 64))
+    assert frames.shape == (1, 4, 3, 8, 12) and sounds.shape == (1, 4, 64)
+    assert frames.abs().sum() == 0
+    frames, sounds = history.push(second, torch.ones(1, 64))
+    assert frames[0, :3].abs().sum() == 0 and bool((frames[0, 3] == 1).all()) and bool((sounds[0, 3] == 1).all())
+    frames, _ = history.push(torch.ones(1, 3, 64, 48), torch.ones(1, 64))  # another size: starts again
+    assert frames.shape == (1, 4, 3, 16, 12) and bool((frames == 1).all())
+
+
+def test_sync_training_history_matches_the_stream() -> None:
+    """The ``sync`` channels of sampled training frames equal those of the same frames streamed in order."""
+    config = AVSyncConfig(frames=14, height=64, width=96, split="crossing")
+    data = AVSyncSequences((64, 96), 3, clips=1, frames_per_clip=14, splits=("crossing",), augment=False,
+                           config=config)  # fmt: skip
+    sample = data[ItemKey(0, 0, 5, 4)]
+    clip = data.clips[0]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.light(audio="sync")).eval()
+    torch.nn.init.normal_(model.audio_key.proj.weight, std=0.05)
+    batch = default_collate([sample])
+    with torch.no_grad():
+        _, sounding = TrainingNetwork(model)(*(batch[k] for k in FORWARD_KEYS))
+        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        history, streamed = SyncHistory(), []
+        for t in range(clip["frames"].shape[0]):
+            image = (clip["frames"][t][None] - mean) / std
+            window = audio_windows(clip["audio"].numpy(), [t / clip["fps"]])
+            sound = model.encode_audio(torch.from_numpy(window))
+            key = model.encode_key(image, sound, history.push(image, sound)).key[0]
+            streamed.append(key[model.config.key_dim :].sum(dim=0) * SOUNDING_SCALE)
+    indices = [int(torch.cdist(f.flatten()[None], clip["frames"].flatten(1)).argmin()) for f in sample["frames"]]
+    assert indices[0] < indices[1] < indices[2] and indices[2] >= SYNC_HISTORY // 2
+    assert sounding.abs().max() > 1e-3
+    for row, index in enumerate(indices):
+        torch.testing.assert_close(sounding[0, row], streamed[index], atol=1e-4, rtol=1e-4)
