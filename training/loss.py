@@ -70,16 +70,29 @@ def sequence_loss(
     return loss, {"loss": loss.detach(), "iou": iou}
 
 
-def sounding_loss(sounding: torch.Tensor, masks: torch.Tensor, has_audio: torch.Tensor) -> torch.Tensor:
+def sounding_loss(
+    sounding: torch.Tensor, masks: torch.Tensor, has_audio: torch.Tensor, lookalikes: torch.Tensor | None = None
+) -> torch.Tensor:
     """Binary cross-entropy of the sounding map (B, T, h, w) against where the heard objects are.
 
     The target of a position is the fraction of its cell covered by any object of ``masks`` (B, T, O, H, W): in
     the synthetic task the one labelled object is the one heard (distractors are background), in AVSBench the
     labelled objects are the sounding ones. Only samples with sound count (zero when there are none).
+    ``lookalikes`` (B, T, H, W), where given, adds the same cross-entropy over the cells of objects only (heard
+    and look-alikes), whose target is the heard share of the cell: the term that rewards telling them apart.
     """
     if not bool(has_audio.any()):
         return sounding.sum() * 0
     present = masks.amax(dim=2).float()
     target = F.adaptive_avg_pool2d(present.flatten(0, 1), sounding.shape[-2:]).view_as(sounding)
     chosen = has_audio.bool()
-    return F.binary_cross_entropy_with_logits(sounding[chosen], target[chosen])
+    loss = F.binary_cross_entropy_with_logits(sounding[chosen], target[chosen])
+    if lookalikes is None or not bool(lookalikes[chosen].any()):
+        return loss
+    # The heard object against its silent look-alikes only: most cells are background, which the term above
+    # can learn from appearance alone; this one is won only by telling the heard object from the others.
+    others = F.adaptive_avg_pool2d(lookalikes.float().flatten(0, 1)[:, None], sounding.shape[-2:]).view_as(sounding)
+    weight = (target + others).clamp(max=1)[chosen]
+    share = target[chosen] / (target[chosen] + others[chosen]).clamp(min=1e-6)
+    per_cell = F.binary_cross_entropy_with_logits(sounding[chosen], share, reduction="none")
+    return loss + (per_cell * weight).sum() / weight.sum().clamp(min=1)

@@ -375,7 +375,7 @@ def train(config: TrainConfig) -> STCN:
         fraction = bootstrap_fraction(iteration, config.bce_start_warm, config.bce_end_warm, config.bce_top_p)
         loss, stats = sequence_loss(logits, batch["masks"], batch["selector"], batch["valid"], fraction)
         if model.uses_audio and config.sounding_weight > 0:
-            heard = sounding_loss(sounding, batch["masks"], batch["has_audio"])
+            heard = sounding_loss(sounding, batch["masks"], batch["has_audio"], batch["lookalikes"])
             loss = loss + config.sounding_weight * heard
             stats["sounding"] = heard.detach()
         optimizer.zero_grad(set_to_none=True)

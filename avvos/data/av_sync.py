@@ -914,6 +914,7 @@ class AVSyncDataset(Dataset):
         return {
             "frames": torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0),
             "masks": torch.from_numpy(clip.masks),
+            "lookalikes": torch.from_numpy(clip.distractor_masks.any(axis=1)),
             "audio": torch.from_numpy(clip.audio),
             "envelope": torch.from_numpy(clip.envelopes[clip.target].copy()),
             "crossing": torch.from_numpy(crossing),

@@ -12,6 +12,8 @@ slots (STCN trains with up to two objects per sample):
 * ``history_frames`` (T, N, 3, H/4, W/4) and ``history_audio`` (T, N, RECENT_SAMPLES): for each frame, the
   last N = SYNC_HISTORY frames at stride 4 and the last 40 ms of their sound, oldest first (the ``sync``
   audio design's input). Data sets without consecutive frames repeat the frame itself (no change seen);
+* ``lookalikes`` (T, H, W) float32: where objects that look like the heard one but make no sound are (the
+  synthetic task's distractors; zeros elsewhere), for the sounding loss;
 * ``name``: the video's name.
 
 Items are addressed by :class:`~avvos.data.sampling.ItemKey`, so a sample is a pure function of its key.
@@ -182,6 +184,7 @@ def make_sample(
     name: str,
     valid: torch.Tensor | None = None,
     history: tuple[torch.Tensor, np.ndarray] | None = None,
+    lookalikes: torch.Tensor | None = None,
 ) -> dict:
     """The common training sample (see the module docstring).
 
@@ -204,6 +207,7 @@ def make_sample(
         "has_audio": torch.tensor(bool(has_audio)),
         "history_frames": pool_frames(history_frames.float()).contiguous(),
         "history_audio": torch.from_numpy(np.ascontiguousarray(history_audio[..., -RECENT_SAMPLES:])),
+        "lookalikes": torch.zeros(frames.shape[0], *frames.shape[-2:]) if lookalikes is None else lookalikes.float(),
         "name": name,
     }
 
@@ -403,7 +407,7 @@ class AVSyncSequences(SampleSet):
         before = history_indices(indices)
         needed = sorted({i for row in before for i in row})
         frames = clip["frames"][needed]
-        target = clip["masks"][needed].float()[:, None]
+        target = torch.stack([clip["masks"][needed].float(), clip["lookalikes"][needed].float()], dim=1)
         if self.augment:
             frames, target = self._augment(frames, target, int(rng.integers(2**31 - 1)))
         else:
@@ -421,7 +425,9 @@ class AVSyncSequences(SampleSet):
         )
         name = f"{clip['split']}_{clip['seed']:06d}"
         windows = audio_windows(audio, [i / rate for i in indices])
-        return make_sample(frames[chosen], masks, selector, windows, True, name, history=history)
+        return make_sample(
+            frames[chosen], masks, selector, windows, True, name, history=history, lookalikes=target[chosen, 1]
+        )
 
     def _augment(self, frames: torch.Tensor, target: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         aspect = self.size[1] / self.size[0]

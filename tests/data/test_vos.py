@@ -112,6 +112,11 @@ def test_avsync_sequences_carry_the_clip_audio() -> None:
     assert all(0 < abs(b - a) <= 5 for a, b in zip(indices, indices[1:], strict=False))
     expected = audio_windows(clip["audio"].numpy(), [i / clip["fps"] for i in indices])
     np.testing.assert_array_equal(sample["audio"].numpy(), expected)
+    lookalikes = np.stack([clip["lookalikes"][i].numpy() for i in indices])
+    np.testing.assert_array_equal(sample["lookalikes"].numpy(), lookalikes.astype(np.float32))
+    assert lookalikes.any() and not (lookalikes & (sample["masks"][:, 0].numpy() > 0)).any()
+    history = audio_windows(clip["audio"].numpy(), [max(indices[-1] - k, 0) / clip["fps"] for k in range(9, -1, -1)])
+    np.testing.assert_array_equal(sample["history_audio"][-1].numpy(), history[:, -640:])
     augmented = AVSyncSequences((48, 64), num_frames=5, clips=4, frames_per_clip=16, objects=2)[ItemKey(0, 2, 5, 5)]
     _check_sample(augmented, 5, 2, (48, 64))
     assert augmented["selector"].tolist() == [1.0, 0.0]

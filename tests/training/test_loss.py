@@ -93,3 +93,19 @@ def test_sounding_loss_targets_the_heard_objects_cells_and_skips_silent_samples(
         sounding[0, 0, 0, 0] = value
         losses.append(float(sounding_loss(sounding, half, torch.tensor([True]))))
     assert losses[1] < losses[0] and losses[1] < losses[2]
+
+
+def test_sounding_loss_with_lookalikes_rewards_telling_the_heard_object_apart() -> None:
+    """Over objects only, marking the heard object above its look-alike costs less than the reverse."""
+    masks = torch.zeros(1, 1, 1, 32, 32)
+    masks[..., :16, :16] = 1  # heard object: top-left cell
+    lookalikes = torch.zeros(1, 1, 32, 32)
+    lookalikes[..., 16:, 16:] = 1  # silent look-alike: bottom-right cell
+    heard = torch.tensor([True])
+    apart = torch.tensor([[[[4.0, -6.0], [-6.0, -4.0]]]])
+    alike = torch.tensor([[[[4.0, -6.0], [-6.0, 4.0]]]])
+    good, bad = (float(sounding_loss(m, masks, heard, lookalikes)) for m in (apart, alike))
+    assert good + 1.0 < bad
+    # Without look-alikes (or none in view) the loss is the plain one.
+    plain = sounding_loss(alike, masks, heard)
+    assert float(sounding_loss(alike, masks, heard, torch.zeros_like(lookalikes))) == float(plain)
