@@ -1,0 +1,97 @@
+"""How strongly does a position's change over time follow the sound? The ``sync`` design's cue, computed by hand.
+
+For each frame of the held-out crossing clips: frames at stride 4, the loudness of each frame's last 40 ms
+(log mean energy of :class:`~avvos.model.audio.RecentBands`), and per position and colour the normalised
+correlation of the last ``history`` frame-to-frame changes with the loudness changes; its mean absolute value
+over the target's cells is compared with that over the silent look-alikes' cells. If the target is not clearly
+higher here, no model built on this per-position cue can single it out.
+
+    python -m training.sync_cue --data runs/av_eval/data --history 10
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avvos.data.av_sync import read_distractor_masks, read_meta
+from avvos.errors import InputError
+from avvos.masks import read_mask
+from avvos.model.audio import SYNC_STRIDE, RecentBands
+from avvos.segment import find_audio
+from avvos.sources import open_frames
+
+
+def change_correlation(frames: torch.Tensor, loudness: torch.Tensor) -> torch.Tensor:
+    """(N, 3, h, w) frames and (N,) loudness → (h, w) mean over colours of |corr(frame changes, loudness changes)|."""
+    steps = frames[1:] - frames[:-1]
+    louder = (loudness[1:] - loudness[:-1])[:, None, None, None]
+    norm = (steps.pow(2).sum(dim=0) + 1e-6).sqrt() * (louder.pow(2).sum(dim=0) + 1e-6).sqrt()
+    return ((steps * louder).sum(dim=0) / norm).abs().mean(dim=0)
+
+
+@torch.no_grad()
+def sync_cue(data: Path, history: int = 10) -> dict[str, dict[str, float]]:
+    """Per visible mapping: mean cue on ``target`` and on ``lookalikes`` cells, and ``clips_higher`` of ``clips``."""
+    names = (data / "ImageSets" / "crossing.txt").read_text().split()
+    bands = RecentBands()
+    per_mapping: dict[str, list[tuple[float, float]]] = {}
+    for name in names:
+        audio, _ = find_audio(data / "JPEGImages" / name, None, data, name)
+        if audio is None:
+            raise InputError(f"no Audio/{name}.wav under {data}")
+        lookalikes = read_distractor_masks(data, name).any(axis=1)
+        frames, loudness, targets = [], [], []
+        with open_frames(data / "JPEGImages" / name, fps=25.0) as source:
+            for frame in source:
+                image = torch.from_numpy(np.array(frame.image)).permute(2, 0, 1).float()[None] / 255
+                frames.append(F.avg_pool2d(image, SYNC_STRIDE)[0])
+                energy = torch.exp(bands(torch.from_numpy(audio.window(frame.time))[None]) * 4 - 4)
+                loudness.append(float(torch.log(energy.mean())))
+                targets.append(read_mask(data / "Annotations" / name / f"{frame.name}.png") == 1)
+        stack, heard = torch.stack(frames), torch.tensor(loudness)
+        centre = SYNC_STRIDE // 2
+        pairs = []
+        for t in range(history, len(frames)):
+            cue = change_correlation(stack[t - history : t + 1], heard[t - history : t + 1])
+            target, others = (
+                torch.from_numpy(np.ascontiguousarray(m[centre::SYNC_STRIDE, centre::SYNC_STRIDE]))[
+                    : cue.shape[0], : cue.shape[1]
+                ]
+                for m in (targets[t], lookalikes[t])
+            )
+            if target.any() and others.any():
+                pairs.append((float(cue[target].mean()), float(cue[others].mean())))
+        if pairs:
+            mapping = read_meta(data, name)["meta"]["mapping"]
+            per_mapping.setdefault(mapping, []).append(tuple(np.mean(pairs, axis=0)))
+    return {
+        mapping: {
+            "target": float(np.mean([a for a, _ in values])),
+            "lookalikes": float(np.mean([b for _, b in values])),
+            "clips_higher": float(sum(a > b for a, b in values)),
+            "clips": float(len(values)),
+        }
+        for mapping, values in sorted(per_mapping.items())
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.sync_cue", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("runs/av_eval/data"), help="held-out clips (evaluate_av)")
+    parser.add_argument("--history", type=int, default=10, help="frame-to-frame changes per window (default 10)")
+    args = parser.parse_args(argv)
+    for mapping, row in sync_cue(args.data, args.history).items():
+        print(
+            f"{mapping}: target {row['target']:.3f}, look-alikes {row['lookalikes']:.3f} "
+            f"(target higher in {row['clips_higher']:.0f}/{row['clips']:.0f} clips)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
