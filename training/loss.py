@@ -95,4 +95,6 @@ def sounding_loss(
     weight = (target + others).clamp(max=1)[chosen]
     share = target[chosen] / (target[chosen] + others[chosen]).clamp(min=1e-6)
     per_cell = F.binary_cross_entropy_with_logits(sounding[chosen], share, reduction="none")
-    return loss + (per_cell * weight).sum() / weight.sum().clamp(min=1)
+    # Per sample, then the mean over samples (as the term above): the same loss however a batch is split (DDP).
+    per_sample = (per_cell * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1e-6)
+    return loss + per_sample.mean()
