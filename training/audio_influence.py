@@ -36,11 +36,16 @@ from avvos.sources import open_frames
 from training.forward import SOUNDING_SCALE
 
 
-def audio_influence(weights: Path, data: Path) -> dict[str, float]:
-    """``visual_rms``, ``audio_rms`` (key channels, frame 0) and ``max_prob_change`` (with vs without audio)."""
+def load_audio_model(weights: Path) -> STCN:
+    """An audio-visual checkpoint in eval mode (a clear error for a visual-only one)."""
     model, _ = load_model(weights)
     if not model.uses_audio:
         raise InputError(f"{weights} has no audio channels")
+    return model.eval()
+
+
+def audio_influence(model: STCN, data: Path) -> dict[str, float]:
+    """``visual_rms``, ``audio_rms`` (key channels, frame 0) and ``max_prob_change`` (with vs without audio)."""
     name = (data / "ImageSets" / "crossing.txt").read_text().split()[0]
     frames_dir = data / "JPEGImages" / name
     audio, _ = find_audio(frames_dir, None, data, name)
@@ -122,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", type=Path, help="an audio-visual avvos checkpoint")
     parser.add_argument("--data", type=Path, default=Path("runs/av_eval/data"), help="held-out clips (evaluate_av)")
     args = parser.parse_args(argv)
-    figures = audio_influence(args.weights, args.data)
+    model = load_audio_model(args.weights)
+    figures = audio_influence(model, args.data)
     print(
         f"{args.weights}: key RMS visual {figures['visual_rms']:.3f}, audio {figures['audio_rms']:.3f}; "
         f"largest probability change from the sound {figures['max_prob_change']:.4f}"
     )
-    model, _ = load_model(args.weights)
-    contrast = sounding_contrast(model.eval(), args.data)
+    contrast = sounding_contrast(model, args.data)
     shown = ", ".join(f"{mapping} {value:+.3f}" for mapping, value in contrast.items() if mapping != "all")
     print(f"sounding contrast (target minus distractors, log-odds): {contrast['all']:+.3f} ({shown})")
     return 0

@@ -13,7 +13,7 @@ from avvos.config import ModelConfig
 from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, write_dataset
 from avvos.errors import InputError
 from avvos.model.stcn import build_model
-from training.audio_influence import audio_influence, cell_mean, sounding_contrast
+from training.audio_influence import audio_influence, cell_mean, load_audio_model, sounding_contrast
 
 
 def test_audio_influence_measures_the_audio_channels(tmp_path: Path) -> None:
@@ -22,11 +22,11 @@ def test_audio_influence_measures_the_audio_channels(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig.light(audio="pixel"))
     save_checkpoint(model, tmp_path / "zero.safetensors")
-    zero = audio_influence(tmp_path / "zero.safetensors", data)
+    zero = audio_influence(load_audio_model(tmp_path / "zero.safetensors"), data)
     assert zero["audio_rms"] == 0.0 and zero["max_prob_change"] == 0.0 and zero["visual_rms"] > 0
     torch.nn.init.normal_(model.audio_key.proj.weight, std=0.5)
     save_checkpoint(model, tmp_path / "loud.safetensors")
-    loud = audio_influence(tmp_path / "loud.safetensors", data)
+    loud = audio_influence(load_audio_model(tmp_path / "loud.safetensors"), data)
     assert loud["audio_rms"] > 0 and loud["max_prob_change"] > 0  # zero audio channels gave exactly 0
     assert sounding_contrast(build_model(ModelConfig.light(audio="pixel")), data)["all"] == 0.0
     contrast = sounding_contrast(model.eval(), data)
@@ -34,7 +34,7 @@ def test_audio_influence_measures_the_audio_channels(tmp_path: Path) -> None:
     assert contrast["all"] == contrast[mapping] and np.isfinite(contrast["all"])
     save_checkpoint(build_model(ModelConfig.light()), tmp_path / "visual.safetensors")
     with pytest.raises(InputError, match="no audio channels"):
-        audio_influence(tmp_path / "visual.safetensors", data)
+        load_audio_model(tmp_path / "visual.safetensors")
 
 
 def testcell_mean_weights_the_key_cells_by_mask_coverage() -> None:
