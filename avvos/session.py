@@ -145,8 +145,7 @@ class InferenceSession:
                 padded = padded.contiguous(memory_format=torch.channels_last)
             history = None
             if self.model.config.audio == "sync":
-                sound = embedding if embedding is not None else self._silence()
-                history = self.sync_history.push(padded, sound)
+                history = self.sync_history.push(padded, embedding)
             features = self._encode_key(padded, embedding, history)
             probs = None
             if self.object_ids and self.memory.size > 0:
@@ -201,10 +200,6 @@ class InferenceSession:
         if wave.numel() < WINDOW_SAMPLES:
             wave = F.pad(wave, (WINDOW_SAMPLES - wave.numel(), 0))
         return self.model.encode_audio(wave[None].to(self.device))
-
-    def _silence(self) -> torch.Tensor:
-        """The audio embedding of a silent window (keeps the ``sync`` history's time axis when audio is missing)."""
-        return self.model.encode_audio(torch.zeros(1, WINDOW_SAMPLES, device=self.device))
 
     def _merge_mask(self, probs: torch.Tensor | None, ids: list[int], onehot: torch.Tensor) -> torch.Tensor:
         """Write given object masks into this frame's probabilities and register new objects.

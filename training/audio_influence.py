@@ -28,7 +28,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.data.av_sync import read_distractor_masks, read_meta
 from avvos.errors import InputError
 from avvos.masks import read_mask
-from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
+from avvos.model.audio import SyncHistory
 from avvos.model.stcn import STCN
 from avvos.segment import find_audio
 from avvos.session import InferenceSession
@@ -79,8 +79,7 @@ def frame_key(model: STCN, image: torch.Tensor, window: np.ndarray | None, histo
     embedding = None if window is None else model.encode_audio(torch.from_numpy(window)[None])
     frames = None
     if model.config.audio == "sync":
-        sound = embedding if embedding is not None else model.encode_audio(torch.zeros(1, WINDOW_SAMPLES))
-        frames = history.push(image, sound)
+        frames = history.push(image, embedding)
     return model.encode_key(image, embedding, frames).key[0]
 
 

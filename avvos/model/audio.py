@@ -109,6 +109,11 @@ class RecentBands(nn.Module):
             mel = torch.log(self.melspec(waveform[..., -RECENT_SAMPLES:].float()) + 1e-6)
         return (mel.mean(dim=-1) + 4.0) / 4.0
 
+    @staticmethod
+    def silence(device: torch.device | str = "cpu") -> torch.Tensor:
+        """(1, 64): what :meth:`forward` gives for a silent window, without computing a spectrogram."""
+        return (torch.log(torch.full((1, 64), 1e-6, device=device)) + 4.0) / 4.0
+
 
 class SyncKey(nn.Module):
     """Audio channels (B, audio_dim, h, w) from the last :data:`SYNC_HISTORY` frames and their sounds.
@@ -124,7 +129,6 @@ class SyncKey(nn.Module):
     def __init__(self, feature_dim: int, audio_dim: int, history: int = SYNC_HISTORY) -> None:
         super().__init__()
         hidden = 64
-        self.history = history
         self.motion = nn.Sequential(
             nn.Conv2d(3 * history + 9, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, hidden, 3, stride=2, padding=1), nn.ReLU(),
@@ -176,9 +180,12 @@ class SyncHistory:
         self.frames.clear()
         self.sounds.clear()
 
-    def push(self, image: torch.Tensor, sound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image`` (1, 3, H, W) normalised and padded, ``sound`` (1, 64) → ((1, N, 3, H/4, W/4), (1, N, 64))."""
+    def push(self, image: torch.Tensor, sound: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` (1, 3, H, W) normalised and padded, ``sound`` (1, 64) or None for a frame without audio
+        (silence keeps the time axis) → ((1, N, 3, H/4, W/4), (1, N, 64))."""
         small = pool_frames(image)
+        if sound is None:
+            sound = RecentBands.silence(image.device)
         if self.frames and self.frames[-1].shape != small.shape:
             self.reset()
         if not self.frames:

@@ -15,7 +15,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig, ModelConf
 from avvos.data.av_sync import AVSyncConfig
 from avvos.data.sampling import ItemKey
 from avvos.data.vos import AVSyncSequences, audio_windows
-from avvos.model.audio import SYNC_HISTORY, WINDOW_SAMPLES, AudioEncoder, SyncHistory
+from avvos.model.audio import SYNC_HISTORY, WINDOW_SAMPLES, AudioEncoder, RecentBands, SyncHistory
 from avvos.model.stcn import build_model
 from avvos.session import InferenceSession
 from tests.conftest import moving_discs
@@ -80,8 +80,9 @@ def test_smoothing_can_be_switched_off_at_inference(stcn_model) -> None:
     assert all(torch.allclose(a.probs, b.probs, atol=1e-5) for a, b in zip(base, off, strict=True))
 
 
-def test_audio_model_without_audio_warns_and_runs(stcn_model) -> None:
-    model = _warm_start(ModelConfig(audio="frame"), stcn_model)
+@pytest.mark.parametrize("design", ["frame", "sync"])
+def test_audio_model_without_audio_warns_and_runs(stcn_model, design: str) -> None:
+    model = _warm_start(ModelConfig(audio=design), stcn_model)
     with pytest.warns(UserWarning, match="without audio"):
         results = _labels_and_probs(model, None, frames=3)
     base = _labels_and_probs(stcn_model, None, frames=3)
@@ -145,6 +146,14 @@ def test_unknown_config_values_are_refused() -> None:
         ModelConfig(audio="loud")
     with pytest.raises(ValueError, match="unknown model configuration fields: colour"):
         ModelConfig.from_dict({"colour": 1})
+
+
+def test_sync_silence_is_the_bands_of_a_silent_window() -> None:
+    with torch.no_grad():
+        computed = RecentBands()(torch.zeros(1, WINDOW_SAMPLES))
+    torch.testing.assert_close(RecentBands.silence(), computed)
+    _, sounds = SyncHistory(history=3).push(torch.zeros(1, 3, 16, 16), None)
+    torch.testing.assert_close(sounds, computed[:, None].expand(-1, 3, -1))
 
 
 def test_sync_history_repeats_the_first_frame_and_resets_on_a_new_size() -> None:
