@@ -64,6 +64,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--memory-policy", choices=["usage", "fifo"], default="usage", help="what a bounded memory keeps"
     )
+    group.add_argument(
+        "--audio-identity",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when one annotated object has look-alikes, let the sound decide which of them it is (assumes the "
+        "annotated object is the one heard; default: on for audio-visual weights)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

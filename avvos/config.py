@@ -108,6 +108,10 @@ class InferenceConfig:
     ``amp``: bf16 (or fp16) autocast on CUDA; ``compile``: ``torch.compile`` the key encoder and decoder.
     ``smoothing``: use the model's readout smoother when it has one (False reads each frame on its own, as
     STCN does: for ablations).
+    ``audio_identity``: when a single annotated object has look-alikes, let the sound decide, over the last
+    ``identity_window`` frames, which of them is the object, assuming the annotated object is the one heard
+    (:mod:`avvos.identity`). None: on for audio-visual models, off for visual ones (so STCN weights give STCN's
+    results).
     """
 
     top_k: int = 20
@@ -120,8 +124,12 @@ class InferenceConfig:
     memory_policy: str = "usage"
     compile: bool = False
     smoothing: bool = True
+    audio_identity: bool | None = None
+    identity_window: int = 20
 
     def __post_init__(self) -> None:
+        if self.identity_window < 4:
+            raise ValueError(f"identity_window must be at least 4 frames, got {self.identity_window}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.mem_every < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.errors import InputError, MaskError
+from avvos.identity import LookalikeFinder, SoundIdentity, loudness
 from avvos.memory import MemoryStore
 from avvos.model.aggregate import aggregate
 from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
@@ -30,12 +31,14 @@ class StepResult:
     ``labels``: (H, W) uint8 object ids at the input size (0 = background).
     ``probs``: (K+1, H, W) float32 on the session's device, background first, then
     ``object_ids`` in order.
+    ``reannotated``: objects the identity check moved to the look-alike that is heard, at this frame.
     """
 
     index: int
     labels: np.ndarray
     probs: torch.Tensor
     object_ids: list[int]
+    reannotated: list[int] = field(default_factory=list)
 
 
 def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, int, int]:
@@ -68,6 +71,11 @@ class InferenceSession:
     ``step(frame, audio, mask, objects)``: ``frame`` is (H, W, 3) uint8 RGB (numpy or tensor); ``mask``
     (H, W) of object ids introduces or re-annotates objects at that frame; ``objects`` limits the
     ids taken from ``mask``. All frames of a session must have the same size.
+
+    With the identity check on (:attr:`InferenceConfig.audio_identity`; by default for audio-visual
+    models) and a single annotated object that has look-alikes, the object gets a
+    :class:`~avvos.identity.SoundIdentity` and is re-annotated with the look-alike the sound points to when
+    its segmentation strays (see :mod:`avvos.identity`). It assumes the annotated object is the one heard.
     """
 
     def __init__(
@@ -94,6 +102,8 @@ class InferenceSession:
         )
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        wanted = self.config.audio_identity
+        self.checks_identity = model.uses_audio if wanted is None else wanted
         self.reset()
 
     def reset(self) -> None:
@@ -102,6 +112,7 @@ class InferenceSession:
         self.smoothing_state: torch.Tensor | None = None  # (objects, D, h, w) for models with a smoother
         self.sync_history = SyncHistory()  # the last frames and sounds, for the ``sync`` audio design
         self._warned_no_audio = False
+        self.identities: dict[int, SoundIdentity] = {}  # objects with look-alikes, for the identity check
         self.object_ids: list[int] = []
         self.frame_index = 0
         self.input_size: tuple[int, int] | None = None
@@ -117,6 +128,8 @@ class InferenceSession:
             keep = [i for i in range(len(self.object_ids)) if i not in indices]
             self.smoothing_state = self.smoothing_state[keep]
         self.object_ids = [i for i in self.object_ids if i not in set(ids)]
+        for i in ids:
+            self.identities.pop(i, None)
 
     @torch.inference_mode()
     def step(
@@ -160,7 +173,10 @@ class InferenceSession:
                 probs = self._merge_mask(probs, ids, onehot)
             if probs is None:
                 probs = torch.ones(1, *padded.shape[-2:], device=self.device)
-            annotated = mask_tensor is not None
+            reannotated: list[int] = []
+            if self.checks_identity and (new_ids or self.identities):
+                probs, reannotated = self._check_identity(image, probs, audio, new_ids)
+            annotated = mask_tensor is not None or bool(reannotated)
             is_memory_frame = annotated or t % self.config.mem_every == 0
             if self.object_ids and (annotated or (not end and (is_memory_frame or self.config.include_last))):
                 temporary = not is_memory_frame
@@ -170,7 +186,40 @@ class InferenceSession:
                 self.memory.add(features.key[0], values, temporary)
             elif new_ids:
                 self._add_objects(len(new_ids))
-        return self._output(t, probs)
+        return self._output(t, probs, reannotated)
+
+    def _check_identity(
+        self, image: torch.Tensor, probs: torch.Tensor, audio: np.ndarray | torch.Tensor | None, new_ids: list[int]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Start identity checks for new objects that have look-alikes; step every check with this frame and
+        re-annotate the objects whose heard look-alike their segmentation misses. Returns the probabilities
+        and the re-annotated ids."""
+        picture = (image[0].permute(1, 2, 0) * 255).cpu().numpy()
+        left, right, top, bottom = self.padding
+        height, width = probs.shape[-2:]
+        labels = probs[:, top : height - bottom, left : width - right].argmax(dim=0).cpu().numpy()
+        for object_id in new_ids if len(self.object_ids) == 1 else []:
+            finder = LookalikeFinder(picture, labels == self.object_ids.index(object_id) + 1)
+            if finder.area >= 16 and finder.lookalikes(picture):
+                self.identities[object_id] = SoundIdentity(finder, self.config.identity_window)
+        if len(self.object_ids) > 1:
+            self.identities.clear()  # the sound can point to one object only
+        heard = loudness(audio) if audio is not None else None
+        moved: dict[int, np.ndarray] = {}
+        for object_id, identity in self.identities.items():
+            identity.push(picture, heard)
+            if object_id not in new_ids:
+                region = identity.decide(labels == self.object_ids.index(object_id) + 1)
+                if region is not None:
+                    moved[object_id] = region
+        if not moved:
+            return probs, []
+        objects = probs[1:].clone()
+        for object_id, region in moved.items():
+            onehot = self._pad(torch.from_numpy(region).to(self.device).float()[None, None])[0, 0]
+            objects = objects * (1 - onehot)
+            objects[self.object_ids.index(object_id)] = onehot
+        return aggregate(objects), list(moved)
 
     def _add_objects(self, count: int) -> None:
         """New objects get memory values from now on and a fresh (zero) smoothing state."""
@@ -277,7 +326,7 @@ class InferenceSession:
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, self.padding)
 
-    def _output(self, index: int, probs: torch.Tensor) -> StepResult:
+    def _output(self, index: int, probs: torch.Tensor, reannotated: list[int]) -> StepResult:
         left, right, top, bottom = self.padding
         height, width = probs.shape[-2:]
         probs = probs[:, top : height - bottom, left : width - right]
@@ -286,4 +335,4 @@ class InferenceSession:
             probs = F.interpolate(probs[None], self.input_size, mode="bilinear", align_corners=False)[0]
         lookup = torch.tensor([0, *self.object_ids], dtype=torch.uint8, device=probs.device)
         labels = lookup[probs.argmax(dim=0)].cpu().numpy()
-        return StepResult(index, labels, probs, list(self.object_ids))
+        return StepResult(index, labels, probs, list(self.object_ids), reannotated)

@@ -1,0 +1,152 @@
+"""The audio-guided identity check: look-alike search, loudness, the sound's decision, and the session."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from avvos.checkpoint import load_model
+from avvos.config import InferenceConfig
+from avvos.identity import LookalikeFinder, SoundIdentity, loudness
+from avvos.model.stcn import build_model
+from avvos.session import InferenceSession
+
+REPO = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH, RADIUS = 96, 160, 14
+
+
+def _background() -> np.ndarray:
+    """A smooth two-colour gradient (no object-like edges)."""
+    ramp = np.linspace(0, 1, WIDTH, dtype=np.float32)[None, :, None]
+    return np.broadcast_to((1 - ramp) * [90, 110, 140] + ramp * [150, 120, 90], (HEIGHT, WIDTH, 3)).copy()
+
+
+def _scene(centres: list[tuple[int, int]], levels: list[float], colours: list[tuple[int, int, int]]):
+    """An RGB frame with discs at ``centres`` (x, y) drawn in ``colours`` scaled by ``levels``, and their masks."""
+    image = _background()
+    masks = []
+    for (x, y), level, colour in zip(centres, levels, colours, strict=True):
+        disc = np.zeros((HEIGHT, WIDTH), np.uint8)
+        cv2.circle(disc, (x, y), RADIUS, 1, -1)
+        image[disc.astype(bool)] = np.asarray(colour, np.float32) * level
+        masks.append(disc.astype(bool))
+    return np.clip(image, 0, 255).astype(np.uint8), masks
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_lookalikes_share_the_colour_not_the_brightness() -> None:
+    red = (200, 40, 40)
+    blue = (40, 60, 210)
+    image, (target, dim_twin, _) = _scene([(30, 30), (90, 60), (135, 25)], [1.0, 0.6, 1.0], [red, red, blue])
+    finder = LookalikeFinder(image, target)
+    found = finder.lookalikes(image)
+    assert len(found) == 1 and _iou(found[0], dim_twin) > 0.8  # the dimmer twin, not the blue disc
+    regions = finder.regions(image)
+    assert sorted(round(_iou(r, target) + 2 * _iou(r, dim_twin)) for r in regions) == [1, 2]
+
+
+def test_no_lookalikes_on_a_plain_background() -> None:
+    image, (target,) = _scene([(60, 40)], [1.0], [(200, 40, 40)])
+    assert LookalikeFinder(image, target).lookalikes(image) == []
+
+
+def test_loudness_ignores_padding_and_grows_with_the_sound() -> None:
+    rng = np.random.default_rng(0)
+    assert loudness(np.zeros(16000, np.float32)) is None  # padding before the audio starts / muted
+    quiet, loud = rng.normal(0, 0.01, 16000), rng.normal(0, 0.3, 16000)
+    assert loudness(loud) > loudness(quiet) + 5
+    with_nan = loud.copy()
+    with_nan[-10:] = np.nan
+    assert np.isfinite(loudness(with_nan))
+
+
+def _two_discs(frames: int, heard: int, envelope: np.ndarray, other: np.ndarray):
+    """Two red discs moving apart; disc ``heard``'s brightness follows ``envelope``, the other's ``other``."""
+    red = (200, 40, 40)
+    for t in range(frames):
+        levels = [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]]
+        if heard == 1:
+            levels.reverse()
+        yield _scene([(40 + t // 4, 40), (110 - t // 4, 55)], levels, [red, red])
+
+
+def test_sound_identity_points_to_the_heard_disc_and_only_with_sound() -> None:
+    rng = np.random.default_rng(1)
+    frames = 24
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+    clip = list(_two_discs(frames, 1, envelope, other))  # masks per frame: (silent disc, heard disc)
+    first_image, (first_silent, _) = clip[0]
+    for condition in ("heard", "flat", "none"):
+        identity = SoundIdentity(LookalikeFinder(first_image, first_silent), window=12)
+        picked = []
+        for t, (image, (silent, heard)) in enumerate(clip):
+            identity.push(image, {"heard": -6 + 4 * envelope[t], "flat": -6.0, "none": None}[condition])
+            region = identity.decide(silent)  # the segmentation has strayed to the silent disc
+            if region is not None:
+                picked.append(_iou(region, heard))
+        if condition == "heard":
+            assert picked and min(picked) > 0.8  # every decision is the heard disc
+        else:
+            assert picked == []  # a flat sound or none says nothing
+
+
+def test_identity_window_is_checked() -> None:
+    with pytest.raises(ValueError, match="identity_window"):
+        InferenceConfig(identity_window=2)
+
+
+def test_session_checks_identity_only_for_audio_visual_models_by_default(stcn_model) -> None:
+    assert not InferenceSession(stcn_model, InferenceConfig(), "cpu").checks_identity
+    assert InferenceSession(stcn_model, InferenceConfig(audio_identity=True), "cpu").checks_identity
+    av, _ = load_model(REPO / "avvos" / "weights" / "default.safetensors", "cpu")
+    assert InferenceSession(av, InferenceConfig(), "cpu").checks_identity
+    assert not InferenceSession(av, InferenceConfig(audio_identity=False), "cpu").checks_identity
+
+
+def test_session_follows_the_heard_lookalike() -> None:
+    """An untrained audio-visual model cannot tell the twins apart; the sound re-annotates the heard one."""
+    model = build_model(_light_audio_config())
+    rng = np.random.default_rng(2)
+    frames = 30
+    envelope = np.clip(np.sin(np.arange(frames) * 1.1) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+    clip = list(_two_discs(frames, 0, envelope, other))
+    sound = np.concatenate([rng.normal(0, 0.02 + 0.5 * e, 640) for e in envelope]).astype(np.float32)
+    for with_sound in (True, False):
+        session = InferenceSession(model, InferenceConfig(identity_window=12), "cpu")
+        reannotated, last = 0, None
+        for t, (image, (heard_mask, _)) in enumerate(clip):
+            window = sound[: 640 * (t + 1)] if with_sound else np.zeros(640, np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = session.step(image, window, mask=heard_mask.astype(np.uint8) if t == 0 else None)
+            reannotated += len(result.reannotated)
+            last = (result.labels == 1, heard_mask)
+        assert 1 in session.identities
+        if with_sound:
+            assert reannotated >= 1 and _iou(*last) > 0.7  # at the end, object 1 is the heard disc
+        else:
+            assert reannotated == 0  # silence never moves an object
+
+
+def test_no_identity_check_for_several_objects() -> None:
+    model = build_model(_light_audio_config())
+    red = (200, 40, 40)
+    image, (a, b) = _scene([(40, 40), (110, 55)], [1.0, 1.0], [red, red])
+    session = InferenceSession(model, InferenceConfig(), "cpu")
+    session.step(image, np.zeros(640, np.float32), mask=a.astype(np.uint8) + 2 * b.astype(np.uint8))
+    assert session.identities == {}
+
+
+def _light_audio_config():
+    from avvos.config import ModelConfig
+
+    return ModelConfig.light(audio="pixel")
