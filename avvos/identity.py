@@ -28,6 +28,9 @@ import torch
 
 #: Samples (at 16 kHz) over which a frame's loudness is measured: the 40 ms ending at the frame.
 LOUDNESS_SAMPLES = 640
+#: Areas, relative to the object's in its annotated frame, of a region that may be the object alone (not two
+#: look-alikes merged, nor one merged with a patch of background of its colour).
+OBJECT_SIZES = (0.3, 1.7)
 #: Chromaticity histogram bins per axis for the look-alike search.
 CHROMA_BINS = 16
 _KERNEL3 = np.ones((3, 3), np.uint8)
@@ -214,16 +217,20 @@ class SoundIdentity:
     def scores(self) -> np.ndarray:
         """(regions of the last frame,) how well each region's state, followed back through the window, follows
         the loudness: the largest over its states of the correlation (louder: brighter, larger, mouth wider);
-        NaN for a region that cannot be followed back through at least ``min_frames`` frames with sound."""
+        NaN for a region that cannot be followed back, object-sized (:data:`OBJECT_SIZES`), through at least
+        ``min_frames`` frames with sound."""
         heard = np.array([f.heard for f in self._frames])
+        low, high = math.log(OBJECT_SIZES[0] * self.finder.area), math.log(OBJECT_SIZES[1] * self.finder.area)
         result = np.full(len(self.regions), np.nan)
         for i in range(len(self.regions)):
             path, index = [], i
             for frame in reversed(self._frames):
-                if index < 0:
-                    break
+                if index < 0 or not low <= frame.states[index, 1] <= high:
+                    break  # no past, or merged with another region or a patch of background
                 path.append(frame.states[index])
                 index = frame.parents[index]
+            if len(path) < self.min_frames:
+                continue
             heard_here = np.isfinite(heard[-len(path) :])
             if heard_here.sum() < self.min_frames:
                 continue
@@ -239,8 +246,9 @@ class SoundIdentity:
 
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
-        last frame pushed. A region is returned when it follows the sound better than every other region by
-        ``margin`` for ``patience`` frames running and ``current`` does not already cover it (IoU < 0.6)."""
+        last frame pushed. Among the regions with a score, one is returned when it follows the sound better than
+        every other by ``margin`` for ``patience`` frames running and ``current`` does not already cover it
+        (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
         if known.sum() < 2 or self.heard_range() < self.min_range:
