@@ -32,6 +32,8 @@ LOUDNESS_SAMPLES = 640
 #: look-alikes merged, nor one merged with a patch of background of its colour).
 OBJECT_SIZES = (0.3, 1.7)
 #: Chromaticity histogram bins per axis for the look-alike search.
+#: Frame by frame, look-alike pixels on edges this strong (relative to the object's outline) are left out.
+OUTLINE_CUT = 0.7
 CHROMA_BINS = 16
 _KERNEL3 = np.ones((3, 3), np.uint8)
 
@@ -52,7 +54,7 @@ class LookalikeFinder:
     Look-alikes share the object's colour but may differ in brightness (their state), so they are found by
     chromaticity (colour with brightness divided out): pixels whose chromaticity is at least ``colour`` times
     more typical of the object than of the rest of the annotated frame, grouped into connected regions (holes
-    filled). A region counts when it is at least 0.4 times the object's area and its outline is sharp (image
+    filled). A region counts when it is at least 0.3 times the object's area and its outline is sharp (image
     gradient along it at least ``edge`` times that along the object's outline), so that smooth patches of a
     similar background colour are not taken for objects.
     """
@@ -67,20 +69,25 @@ class LookalikeFinder:
         self.outline = _outline_gradient(_gradient(image), mask)
         self._mask = mask
 
-    def regions(self, image: np.ndarray) -> list[np.ndarray]:
-        """Boolean masks of the regions of ``image`` that look like the object (the object itself included)."""
-        typical = self._typical[_chroma_index(image)].astype(np.uint8)
-        typical = cv2.morphologyEx(typical, cv2.MORPH_OPEN, _KERNEL3)
-        typical = cv2.morphologyEx(typical, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-        contours, _ = cv2.findContours(typical, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    def regions(self, image: np.ndarray, cut: float | None = OUTLINE_CUT) -> list[np.ndarray]:
+        """Boolean masks of the regions of ``image`` that look like the object (the object itself included).
+
+        Pixels where the image gradient is at least ``cut`` times the object's outline gradient are left out
+        first, so that an object touching a background patch of its colour stays a region of its own (None:
+        nothing is left out)."""
         gradient = _gradient(image)
+        typical = self._typical[_chroma_index(image)]
+        if cut is not None:
+            typical = typical & (gradient < cut * self.outline)
+        typical = cv2.morphologyEx(typical.astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
+        contours, _ = cv2.findContours(typical, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         found = []
         for contour in contours:
-            if cv2.contourArea(contour) < 0.4 * self.area:
+            if cv2.contourArea(contour) < 0.3 * self.area:
                 continue
             region = np.zeros_like(typical)
             cv2.drawContours(region, [contour], -1, 1, thickness=cv2.FILLED)
-            region = region.astype(bool)
+            region = cv2.dilate(region, _KERNEL3).astype(bool)  # give back the outline cut off
             if _outline_gradient(gradient, region) >= self.edge * self.outline:
                 found.append(region)
         return found
@@ -92,7 +99,7 @@ class LookalikeFinder:
         ys, xs = np.nonzero(self._mask)
         centre = np.array([ys.mean(), xs.mean()])
         found = []
-        for region in self.regions(image):
+        for region in self.regions(image, cut=None):
             size = int(region.sum())
             if (region & self._mask).sum() > 0.2 * size or size > 2.5 * self.area:
                 continue
