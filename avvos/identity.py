@@ -28,12 +28,7 @@ import torch
 
 #: Samples (at 16 kHz) over which a frame's loudness is measured: the 40 ms ending at the frame.
 LOUDNESS_SAMPLES = 640
-#: Areas, relative to the object's in its annotated frame, of a region that may be the object alone (not two
-#: look-alikes merged, nor one merged with a patch of background of its colour).
-OBJECT_SIZES = (0.3, 1.7)
 #: Chromaticity histogram bins per axis for the look-alike search.
-#: Frame by frame, look-alike pixels on edges this strong (relative to the object's outline) are left out.
-OUTLINE_CUT = 0.7
 CHROMA_BINS = 16
 _KERNEL3 = np.ones((3, 3), np.uint8)
 
@@ -54,7 +49,7 @@ class LookalikeFinder:
     Look-alikes share the object's colour but may differ in brightness (their state), so they are found by
     chromaticity (colour with brightness divided out): pixels whose chromaticity is at least ``colour`` times
     more typical of the object than of the rest of the annotated frame, grouped into connected regions (holes
-    filled). A region counts when it is at least 0.3 times the object's area and its outline is sharp (image
+    filled). A region counts when it is at least 0.4 times the object's area and its outline is sharp (image
     gradient along it at least ``edge`` times that along the object's outline), so that smooth patches of a
     similar background colour are not taken for objects.
     """
@@ -69,25 +64,20 @@ class LookalikeFinder:
         self.outline = _outline_gradient(_gradient(image), mask)
         self._mask = mask
 
-    def regions(self, image: np.ndarray, cut: float | None = OUTLINE_CUT) -> list[np.ndarray]:
-        """Boolean masks of the regions of ``image`` that look like the object (the object itself included).
-
-        Pixels where the image gradient is at least ``cut`` times the object's outline gradient are left out
-        first, so that an object touching a background patch of its colour stays a region of its own (None:
-        nothing is left out)."""
-        gradient = _gradient(image)
-        typical = self._typical[_chroma_index(image)]
-        if cut is not None:
-            typical = typical & (gradient < cut * self.outline)
-        typical = cv2.morphologyEx(typical.astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
+    def regions(self, image: np.ndarray) -> list[np.ndarray]:
+        """Boolean masks of the regions of ``image`` that look like the object (the object itself included)."""
+        typical = self._typical[_chroma_index(image)].astype(np.uint8)
+        typical = cv2.morphologyEx(typical, cv2.MORPH_OPEN, _KERNEL3)
+        typical = cv2.morphologyEx(typical, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         contours, _ = cv2.findContours(typical, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        gradient = _gradient(image)
         found = []
         for contour in contours:
-            if cv2.contourArea(contour) < 0.3 * self.area:
+            if cv2.contourArea(contour) < 0.4 * self.area:
                 continue
             region = np.zeros_like(typical)
             cv2.drawContours(region, [contour], -1, 1, thickness=cv2.FILLED)
-            region = cv2.dilate(region, _KERNEL3).astype(bool)  # give back the outline cut off
+            region = region.astype(bool)
             if _outline_gradient(gradient, region) >= self.edge * self.outline:
                 found.append(region)
         return found
@@ -99,7 +89,7 @@ class LookalikeFinder:
         ys, xs = np.nonzero(self._mask)
         centre = np.array([ys.mean(), xs.mean()])
         found = []
-        for region in self.regions(image, cut=None):
+        for region in self.regions(image):
             size = int(region.sum())
             if (region & self._mask).sum() > 0.2 * size or size > 2.5 * self.area:
                 continue
@@ -224,20 +214,16 @@ class SoundIdentity:
     def scores(self) -> np.ndarray:
         """(regions of the last frame,) how well each region's state, followed back through the window, follows
         the loudness: the largest over its states of the correlation (louder: brighter, larger, mouth wider);
-        NaN for a region that cannot be followed back, object-sized (:data:`OBJECT_SIZES`), through at least
-        ``min_frames`` frames with sound."""
+        NaN for a region that cannot be followed back through at least ``min_frames`` frames with sound."""
         heard = np.array([f.heard for f in self._frames])
-        low, high = math.log(OBJECT_SIZES[0] * self.finder.area), math.log(OBJECT_SIZES[1] * self.finder.area)
         result = np.full(len(self.regions), np.nan)
         for i in range(len(self.regions)):
             path, index = [], i
             for frame in reversed(self._frames):
-                if index < 0 or not low <= frame.states[index, 1] <= high:
-                    break  # no past, or merged with another region or a patch of background
+                if index < 0:
+                    break
                 path.append(frame.states[index])
                 index = frame.parents[index]
-            if len(path) < self.min_frames:
-                continue
             heard_here = np.isfinite(heard[-len(path) :])
             if heard_here.sum() < self.min_frames:
                 continue
@@ -253,9 +239,8 @@ class SoundIdentity:
 
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
-        last frame pushed. Among the regions with a score, one is returned when it follows the sound better than
-        every other by ``margin`` for ``patience`` frames running and ``current`` does not already cover it
-        (IoU < 0.6)."""
+        last frame pushed. A region is returned when it follows the sound better than every other region by
+        ``margin`` for ``patience`` frames running and ``current`` does not already cover it (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
         if known.sum() < 2 or self.heard_range() < self.min_range:

@@ -12,7 +12,9 @@ Each ``--model NAME=PATH`` is run on
 * ``crossing, muted``: the crossing clips with no audio given at all (the model reads silence);
 * ``distinct``: clips whose objects differ in colour (appearance suffices);
 * with ``--smoothing-off`` also ``crossing`` and ``distinct`` with the model's readout smoother switched off at
-  inference (an ablation of the trained model, not a model trained without it).
+  inference (an ablation of the trained model, not a model trained without it);
+* with ``--identity-off`` also ``crossing`` and ``distinct`` with the audio identity check switched off
+  (:mod:`avvos.identity`; its effect on J&F and on frames per second, side by side).
 
 The clips are written to ``<out>/data`` on the first run (evaluation seeds, 240x432, 40 frames at 25 fps) and
 reused (``--frames``, ``--height``, ``--width`` change what is written). Prints a table and writes
@@ -36,16 +38,21 @@ from avvos.segment import segment_sequence
 from avvos.session import InferenceSession
 from avvos.sources import discover_davis
 
-#: (condition name, split whose clips are run, whether the clip's audio is given, whether smoothing is on)
+#: (condition name, split whose clips are run, whether the clip's audio is given, whether smoothing is on,
+#: whether the identity check is on (None: the session's default for the model))
 CONDITIONS = (
-    ("crossing", "crossing", True, True),
-    ("silent", "silent", True, True),
-    ("crossing, muted", "crossing", False, True),
-    ("distinct", "distinct", True, True),
+    ("crossing", "crossing", True, True, None),
+    ("silent", "silent", True, True, None),
+    ("crossing, muted", "crossing", False, True, None),
+    ("distinct", "distinct", True, True, None),
 )
 SMOOTHING_OFF = (
-    ("crossing, smoothing off", "crossing", True, False),
-    ("distinct, smoothing off", "distinct", True, False),
+    ("crossing, smoothing off", "crossing", True, False, None),
+    ("distinct, smoothing off", "distinct", True, False, None),
+)
+IDENTITY_OFF = (
+    ("crossing, identity off", "crossing", True, True, False),
+    ("distinct, identity off", "distinct", True, True, False),
 )
 
 
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=12, help="clips per split (default 12)")
     parser.add_argument("--out", default="runs/av_eval", help="output folder (default runs/av_eval)")
     parser.add_argument("--smoothing-off", action="store_true", help="also run with the smoother switched off")
+    parser.add_argument("--identity-off", action="store_true", help="also run with the identity check switched off")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     parser.add_argument("--frames", type=int, default=40, help="frames per written clip (default 40)")
@@ -120,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     ensure_data(data, args.clips, AVSyncConfig(frames=args.frames, height=args.height, width=args.width))
     device = resolve_device(args.device)
     conditions = CONDITIONS + (SMOOTHING_OFF if args.smoothing_off else ())
+    conditions += IDENTITY_OFF if args.identity_off else ()
     results: list[dict] = []
     for model_name, path in models.items():
         model, info = load_model(path, device)
         print(f"{model_name}: {info.describe()}", file=sys.stderr)
-        for condition, split, with_audio, smoothing in conditions:
-            session = InferenceSession(model, InferenceConfig(smoothing=smoothing), device)
+        for condition, split, with_audio, smoothing, identity in conditions:
+            session = InferenceSession(model, InferenceConfig(smoothing=smoothing, audio_identity=identity), device)
             masks = out / "masks" / model_name / condition.replace(", ", "_").replace(" ", "_")
             fps = run_condition(session, data, split, with_audio and model.uses_audio, masks, args.quiet)
             scores = evaluate_av_sync(masks, data, split)

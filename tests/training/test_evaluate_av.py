@@ -20,14 +20,15 @@ def test_every_condition_is_scored(tmp_path: Path, capsys: pytest.CaptureFixture
     save_checkpoint(build_model(ModelConfig.light(audio="pixel", smoothing=True)), weights)
     out = tmp_path / "eval"
     argv = ["--model", f"tiny={weights}", "--clips", "1", "--frames", "8", "--height", "64", "--width", "96",
-            "--out", str(out), "--smoothing-off", "--quiet", "--device", "cpu"]  # fmt: skip
+            "--out", str(out), "--smoothing-off", "--identity-off", "--quiet", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "tiny: gain from audio on crossing" in printed
     results = json.loads((out / "results.json").read_text())["results"]
     conditions = [r["condition"] for r in results]
     assert conditions == ["crossing", "silent", "crossing, muted", "distinct",
-                          "crossing, smoothing off", "distinct, smoothing off"]  # fmt: skip
+                          "crossing, smoothing off", "distinct, smoothing off",
+                          "crossing, identity off", "distinct, identity off"]  # fmt: skip
     assert all(0.0 <= r["J&F-Mean"] <= 1.0 and r["clips"] == 1 for r in results)
     # Each condition is also broken down by the clip's visible mapping (one clip here: one mapping).
     mappings = {tuple(r["by_mapping"]) for r in results if r["condition"].startswith("crossing")}
