@@ -164,7 +164,7 @@ class SoundIdentity:
         finder: LookalikeFinder,
         window: int = 20,
         margin: float = 0.15,
-        patience: int = 2,
+        patience: int = 1,
         min_range: float = 3.0,
         min_score: float = 0.6,
         min_frames: int = 6,
