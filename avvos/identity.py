@@ -167,7 +167,7 @@ class SoundIdentity:
         patience: int = 1,
         min_range: float = 3.0,
         min_score: float = 0.6,
-        min_frames: int = 6,
+        min_frames: int = 4,
     ) -> None:
         if window < 4:
             raise ValueError(f"the identity window must be at least 4 frames, got {window}")
