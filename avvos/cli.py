@@ -252,6 +252,12 @@ def run_segment(args: argparse.Namespace) -> None:
             elif args.audio:
                 print(f"{name}: these weights do not use audio; --audio is ignored", file=sys.stderr)
             stats = segment_source(session, source, plan, out_dir, overlay, progress=not args.quiet, audio=audio)
+        if stats.reannotated:
+            print(
+                f"{name}: the sound moved the object to its heard look-alike at {stats.reannotated} frame(s) "
+                "(--no-audio-identity switches this off)",
+                file=sys.stderr,
+            )
         extra = f", overlay {overlay}" if overlay else ""
         print(
             f"{name}: {stats.frames} frames, {stats.objects} objects, {stats.fps:.2f} frames/s "

@@ -26,10 +26,12 @@ from avvos.sources import FrameSource, Sequence, open_frames
 
 @dataclass
 class SegmentStats:
-    """What one run did: frame and object counts, and time spent (model only, and in total)."""
+    """What one run did: frame and object counts, frames where the sound re-annotated an object with its heard
+    look-alike (:mod:`avvos.identity`), and time spent (model only, and in total)."""
 
     frames: int = 0
     objects: int = 0
+    reannotated: int = 0
     model_seconds: float = 0.0
     total_seconds: float = 0.0
 
@@ -159,6 +161,7 @@ def segment_source(
                     on_frame(frame.index, result.labels)
                 stats.frames += 1
                 stats.objects = len(result.object_ids)
+                stats.reannotated += bool(result.reannotated)
                 bar.update()
     finally:
         if video is not None:

@@ -8,10 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from avvos.checkpoint import load_model
+from avvos.checkpoint import load_model, save_checkpoint
+from avvos.cli import main
 from avvos.config import InferenceConfig
+from avvos.data.av_sync import write_wav
 from avvos.identity import LookalikeFinder, SoundIdentity, loudness
+from avvos.masks import read_mask, write_mask
 from avvos.model.stcn import build_model
 from avvos.session import InferenceSession
 
@@ -135,6 +140,34 @@ def test_session_follows_the_heard_lookalike() -> None:
             assert reannotated >= 1 and _iou(*last) > 0.7  # at the end, object 1 is the heard disc
         else:
             assert reannotated == 0  # silence never moves an object
+
+
+def test_segment_reports_the_sound_moving_the_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``avvos segment`` end to end on a frame folder, a wav and untrained audio-visual weights: with the sound
+    the object ends on the heard disc and the command says so; with ``--no-audio-identity`` it does not."""
+    torch.manual_seed(0)
+    weights = tmp_path / "av.safetensors"
+    save_checkpoint(build_model(_light_audio_config()), weights)
+    rng = np.random.default_rng(2)
+    frames = 30
+    envelope = np.clip(np.sin(np.arange(frames) * 1.1) + rng.normal(0, 0.1, frames), 0, 1)
+    clip = list(_two_discs(frames, 0, envelope, rng.uniform(0, 1, frames)))
+    # frame t (at t / 25 s) hears the 40 ms before it: the sound of 40 ms chunk k follows envelope[k + 1]
+    chunks = [rng.normal(0, 0.02 + 0.5 * envelope[min(k + 1, frames - 1)], 640) for k in range(frames)]
+    sound = np.concatenate(chunks).astype(np.float32)
+    (tmp_path / "frames").mkdir()
+    for t, (image, _) in enumerate(clip):
+        Image.fromarray(image).save(tmp_path / "frames" / f"{t:05d}.png")
+    write_mask(tmp_path / "first.png", clip[0][1][0].astype(np.uint8))
+    write_wav(tmp_path / "sound.wav", sound, 16000)
+    common = ["segment", str(tmp_path / "frames"), "--mask", str(tmp_path / "first.png"), "--audio",
+              str(tmp_path / "sound.wav"), "--weights", str(weights), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "on")]) == 0
+    said = capsys.readouterr().err
+    assert "the sound moved the object to its heard look-alike at" in said
+    assert _iou(read_mask(tmp_path / "on" / f"{frames - 1:05d}.png") == 1, clip[-1][1][0]) > 0.7
+    assert main([*common, "--out", str(tmp_path / "off"), "--no-audio-identity"]) == 0
+    assert "heard look-alike" not in capsys.readouterr().err
 
 
 def test_no_identity_check_for_several_objects() -> None:
