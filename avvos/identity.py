@@ -10,8 +10,8 @@ So, for an annotated object that has look-alikes in its annotated frame (:class:
 keeps a :class:`SoundIdentity`: every frame it finds the regions that look like the object, follows each back
 through the last ``window`` frames (a region's past is the region it overlaps most in the frame before, as
 long as no other region shares it: after two look-alikes part, each has a past only from there),
-correlates each one's state with the loudness, and, when one region follows the sound clearly
-better than every other for a few frames running while the object's segmentation is elsewhere, it re-annotates
+correlates each one's state with the loudness, and, when one region follows the sound clearly better than
+every other (for ``patience`` frames running) while the object's segmentation is elsewhere, it re-annotates
 the object with that region (which also goes into memory, so matching follows it from then on). With no sound,
 or a sound that does not rise and fall, nothing is ever re-annotated.
 """
