@@ -54,7 +54,7 @@ class LookalikeFinder:
     similar background colour are not taken for objects.
     """
 
-    def __init__(self, image: np.ndarray, mask: np.ndarray, colour: float = 0.8, edge: float = 0.3) -> None:
+    def __init__(self, image: np.ndarray, mask: np.ndarray, colour: float = 2.0, edge: float = 0.3) -> None:
         mask = np.asarray(mask, dtype=bool)
         self.area = int(mask.sum())
         self.edge = edge
