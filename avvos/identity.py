@@ -177,7 +177,6 @@ class SoundIdentity:
         self.min_frames = max(4, min(min_frames, window))
         self._frames: deque[_Frame] = deque(maxlen=window)
         self._streak = 0
-        self.corrections = 0
 
     def push(self, image: np.ndarray, heard: float | None) -> None:
         """Record one frame (``image``: (H, W, 3) RGB 0..255) and its loudness (None: nothing heard; such frames
@@ -256,5 +255,4 @@ class SoundIdentity:
         covered = (region & current).sum() / max((region | current).sum(), 1)
         if self._streak < self.patience or covered >= 0.6:
             return None
-        self.corrections += 1
         return region

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from avvos.data.av_sync import read_distractor_masks, read_meta
 from avvos.errors import InputError
+from avvos.identity import region_state
 from avvos.masks import read_mask
 from avvos.model.audio import SYNC_STRIDE, RecentBands
 from avvos.segment import find_audio
@@ -47,12 +48,13 @@ def load_clip(
 
 def object_states(images: list[torch.Tensor], masks: list[np.ndarray]) -> np.ndarray:
     """(T, 3) visible state of one object over time: mean brightness inside its mask, its area, and the
-    fraction of its pixels darker than half its median (a mouth); NaN where it is not visible."""
+    fraction of its pixels darker than half its median (a mouth) (:func:`avvos.identity.region_state`, with the
+    area itself rather than its log); NaN where it is not visible."""
     states = np.full((len(images), 3), np.nan)
     for t, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        inside = image.mean(dim=0).numpy()[mask]
-        if inside.size:
-            states[t] = (inside.mean(), inside.size, (inside < 0.5 * np.median(inside)).mean())
+        if mask.any():
+            states[t] = region_state(image.mean(dim=0).numpy(), mask)
+            states[t, 1] = mask.sum()
     return states
 
 

@@ -71,20 +71,20 @@ def read_audio(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def audio_windows(audio: np.ndarray | None, times: Sequence[float]) -> np.ndarray:
-    """(T, WINDOW_SAMPLES) windows of 16 kHz ``audio`` ending at each of ``times`` (seconds), silence before 0.
+def audio_windows(audio: np.ndarray | None, times: Sequence[float], samples: int = WINDOW_SAMPLES) -> np.ndarray:
+    """(T, samples) windows of 16 kHz ``audio`` ending at each of ``times`` (seconds), silence before 0.
 
-    The window of a frame at time ``t`` holds samples ``[t·16000 − WINDOW_SAMPLES, t·16000)``, as a live
-    stream has them when the frame arrives. ``None`` gives silence.
+    The window of a frame at time ``t`` holds samples ``[t·16000 − samples, t·16000)``, as a live stream has
+    them when the frame arrives. ``None`` gives silence.
     """
-    out = np.zeros((len(times), WINDOW_SAMPLES), np.float32)
+    out = np.zeros((len(times), samples), np.float32)
     if audio is None:
         return out
     for row, time in enumerate(times):
         end = min(int(round(time * SAMPLE_RATE)), len(audio))
-        start = max(end - WINDOW_SAMPLES, 0)
+        start = max(end - samples, 0)
         if end > start:
-            out[row, WINDOW_SAMPLES - (end - start) :] = audio[start:end]
+            out[row, samples - (end - start) :] = audio[start:end]
     return out
 
 
@@ -421,7 +421,9 @@ class AVSyncSequences(SampleSet):
         rate = clip["fps"]
         history = (
             frames[torch.tensor([[position[i] for i in row] for row in before])],
-            audio_windows(audio, [i / rate for row in before for i in row]).reshape(len(indices), len(before[0]), -1),
+            audio_windows(audio, [i / rate for row in before for i in row], RECENT_SAMPLES).reshape(
+                len(indices), len(before[0]), -1
+            ),
         )
         name = f"{clip['split']}_{clip['seed']:06d}"
         windows = audio_windows(audio, [i / rate for i in indices])
