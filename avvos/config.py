@@ -125,7 +125,7 @@ class InferenceConfig:
     compile: bool = False
     smoothing: bool = True
     audio_identity: bool | None = None
-    identity_window: int = 20
+    identity_window: int = 12
 
     def __post_init__(self) -> None:
         if self.identity_window < 4:

@@ -7,13 +7,14 @@ about a second this shows clearly for an object followed as a whole, while at an
 by motion (``python -m training.sync_cue`` measures both).
 
 So, for an annotated object that has look-alikes in its annotated frame (:class:`LookalikeFinder`), the session
-keeps a :class:`SoundIdentity`: every frame it finds the regions that look like the object, follows each back
-through the last ``window`` frames (a region's past is the region it overlaps most in the frame before, as
-long as no other region shares it: after two look-alikes part, each has a past only from there),
-correlates each one's state with the loudness, and, when one region follows the sound clearly better than
-every other (for ``patience`` frames running) while the object's segmentation is elsewhere, it re-annotates
-the object with that region (which also goes into memory, so matching follows it from then on). With no sound,
-or a sound that does not rise and fall, nothing is ever re-annotated.
+keeps a :class:`SoundIdentity`: every frame it finds the regions that look like the object and follows each
+look-alike as a track (by where its motion says it should be, so a track keeps its past through crossings,
+touching and short occlusions), correlates each track's state with the loudness over the last ``window`` frames,
+and, when one track follows the sound clearly better than every other (for ``patience`` frames running) while
+the object's segmentation is elsewhere, it re-annotates the object with that track's region; the session then
+also forgets its memory frames since the first (they may show the look-alike as the object), so matching
+follows the heard one from then on. With no sound, or a sound that does not rise and fall, nothing is ever
+re-annotated.
 """
 
 from __future__ import annotations
@@ -141,33 +142,48 @@ def region_state(gray: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Frame:
-    regions: list[np.ndarray]
-    states: np.ndarray  # (regions, 3)
-    parents: list[int]  # per region: the region of the frame before that it overlaps most (-1: none)
-    heard: float
+class _Track:
+    """One look-alike followed through the frames: where it is, how it moves, its visible state per frame."""
+
+    centre: np.ndarray  # (y, x), last seen or predicted
+    velocity: np.ndarray  # (dy, dx) per frame
+    states: deque  # (3,) per frame of the window; NaN where hidden, merged with another or implausible
+    region: np.ndarray | None = None  # the region it holds in the last frame (None: not seen alone)
+    missed: int = 0  # frames running without a region of its own
+
+
+def _centre(region: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(region)
+    return np.array([ys.mean(), xs.mean()])
 
 
 class SoundIdentity:
-    """Decides, from the sound, which look-alike region is one object.
+    """Decides, from the sound, which look-alike is one object.
 
-    ``window``: frames over which states are correlated with the loudness (about a second);
-    ``margin``: how much better (in correlation) the heard region must follow the sound than any other;
-    ``patience``: for how many frames running; ``min_range``: the loudness (natural log of energy) must rise
-    and fall by at least this much within the window, else the sound says nothing; ``min_score``: the heard
-    region's own correlation must reach this; ``min_frames``: regions are scored once they can be followed
-    back this many frames.
+    The look-alike regions of every frame are followed as tracks: each track's predicted position (last position
+    plus its velocity) is matched to the nearest region, nearest pairs first, so a track keeps its past through
+    crossings, touching and short occlusions (while two tracks share one region their state is not recorded).
+    Each track's visible state is correlated with the loudness over the frames of the window in which both are
+    known.
+
+    ``window``: frames over which states are correlated with the loudness; ``margin``: how much better (in
+    correlation) the heard track must follow the sound than any other; ``patience``: for how many frames running;
+    ``min_range``: the loudness (natural log of energy) must rise and fall by at least this much within the
+    window, else the sound says nothing; ``min_score``: the heard track's own correlation must reach this;
+    ``min_frames``: tracks are scored once they have this many frames with both state and sound; ``follow``:
+    once the sound has pointed to a track, keep re-annotating the object with it while the sound is unclear.
     """
 
     def __init__(
         self,
         finder: LookalikeFinder,
-        window: int = 20,
+        window: int = 12,
         margin: float = 0.15,
         patience: int = 1,
         min_range: float = 3.0,
         min_score: float = 0.6,
         min_frames: int = 4,
+        follow: bool = True,
     ) -> None:
         if window < 4:
             raise ValueError(f"the identity window must be at least 4 frames, got {window}")
@@ -175,7 +191,11 @@ class SoundIdentity:
         self.window, self.margin, self.patience, self.min_range = window, margin, patience, min_range
         self.min_score = min_score
         self.min_frames = max(4, min(min_frames, window))
-        self._frames: deque[_Frame] = deque(maxlen=window)
+        self.follow = follow
+        self.heard_track: _Track | None = None  # the track the sound last pointed to
+        self.radius = math.sqrt(max(finder.area, 1) / math.pi)
+        self.tracks: list[_Track] = []
+        self._heard: deque[float] = deque(maxlen=window)
         self._streak = 0
 
     def push(self, image: np.ndarray, heard: float | None) -> None:
@@ -183,53 +203,78 @@ class SoundIdentity:
         are left out of the correlations)."""
         regions = self.finder.regions(image)
         gray = np.asarray(image, dtype=np.float32).mean(axis=2)
-        states = np.array([region_state(gray, r) for r in regions]).reshape(len(regions), 3)
-        parents = [-1] * len(regions)
-        if self._frames:
-            before = self._frames[-1].regions
-            overlaps = np.array([[int((r & b).sum()) for b in before] for r in regions], dtype=np.int64)
-            overlaps = overlaps.reshape(len(regions), len(before))
-            for i in range(len(regions)):
-                if not before or overlaps[i].max() == 0:
-                    continue
-                parent = int(overlaps[i].argmax())
-                merged = (overlaps[i] > 0.2 * before[parent].sum()).sum() > 1 or (overlaps[i] > 0).sum() > 2
-                split = (overlaps[:, parent] > 0.2 * regions[i].sum()).sum() > 1
-                if not merged and not split:
-                    parents[i] = parent
-        self._frames.append(_Frame(regions, states, parents, math.nan if heard is None else heard))
+        centres = [_centre(r) for r in regions]
+        sizes = [int(r.sum()) for r in regions]
+        predicted = [t.centre + t.velocity for t in self.tracks]
+        holders: list[int | None] = [None] * len(self.tracks)  # region each track is matched to
+        pairs = sorted(
+            (float(np.hypot(*(c - p))), ti, ri) for ti, p in enumerate(predicted) for ri, c in enumerate(centres)
+        )
+        taken: set[int] = set()
+        for distance, ti, ri in pairs:
+            reach = 2.5 * self.radius + 2 * math.sqrt(sizes[ri] / math.pi)
+            if holders[ti] is None and ri not in taken and distance <= reach:
+                holders[ti] = ri
+                taken.add(ri)
+        # A track left without a region whose predicted centre lies in a taken region shares it (merged).
+        shared: set[int] = set()
+        for ti, p in enumerate(predicted):
+            if holders[ti] is not None:
+                continue
+            y, x = (int(round(v)) for v in p)
+            for ri in taken:
+                if 0 <= y < gray.shape[0] and 0 <= x < gray.shape[1] and regions[ri][y, x]:
+                    shared.add(ri)
+                    break
+        for ti, track in enumerate(self.tracks):
+            ri = holders[ti]
+            state = np.full(3, np.nan)
+            if ri is None:
+                track.centre, track.velocity, track.region = predicted[ti], track.velocity * 0.9, None
+                track.missed += 1
+            else:
+                new_centre = centres[ri]
+                alone = ri not in shared and 0.3 * self.finder.area <= sizes[ri] <= 2.5 * self.finder.area
+                if alone:
+                    track.velocity = 0.5 * track.velocity + 0.5 * (new_centre - track.centre)
+                    state = region_state(gray, regions[ri])
+                elif regions[ri][tuple(np.clip(np.round(predicted[ti]).astype(int), 0, np.array(gray.shape) - 1))]:
+                    new_centre = predicted[ti]  # merged: keep moving as before while inside the shared region
+                track.centre, track.region, track.missed = new_centre, regions[ri] if alone else None, 0
+            track.states.append(state)
+        self.tracks = [t for t in self.tracks if t.missed <= self.window]
+        for ri, region in enumerate(regions):
+            if ri not in taken and 0.3 * self.finder.area <= sizes[ri] <= 2.5 * self.finder.area:
+                states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.window)
+                states.append(region_state(gray, region))
+                self.tracks.append(_Track(centres[ri], np.zeros(2), states, region))
+        self._heard.append(math.nan if heard is None else heard)
 
     @property
     def regions(self) -> list[np.ndarray]:
-        """The look-alike regions of the last frame pushed."""
-        return self._frames[-1].regions if self._frames else []
+        """The regions the tracks hold alone in the last frame pushed (one per track seen alone)."""
+        return [t.region for t in self.tracks if t.region is not None]
 
     def heard_range(self) -> float:
         """How far the loudness rose and fell within the window (0 with fewer than ``min_frames`` heard)."""
-        heard = np.array([f.heard for f in self._frames])
+        heard = np.array(self._heard)
         heard = heard[np.isfinite(heard)]
         return float(np.ptp(heard)) if heard.size >= self.min_frames else 0.0
 
     def scores(self) -> np.ndarray:
-        """(regions of the last frame,) how well each region's state, followed back through the window, follows
-        the loudness: the largest over its states of the correlation (louder: brighter, larger, mouth wider);
-        NaN for a region that cannot be followed back through at least ``min_frames`` frames with sound."""
-        heard = np.array([f.heard for f in self._frames])
-        result = np.full(len(self.regions), np.nan)
-        for i in range(len(self.regions)):
-            path, index = [], i
-            for frame in reversed(self._frames):
-                if index < 0:
-                    break
-                path.append(frame.states[index])
-                index = frame.parents[index]
-            heard_here = np.isfinite(heard[-len(path) :])
-            if heard_here.sum() < self.min_frames:
+        """(tracks,) how well each track's state follows the loudness over the window: the largest over its
+        states of the correlation (louder: brighter, larger, mouth wider); NaN for a track with fewer than
+        ``min_frames`` frames with both state and sound."""
+        heard = np.array(self._heard)
+        result = np.full(len(self.tracks), np.nan)
+        for i, track in enumerate(self.tracks):
+            steps = np.array(track.states)[-len(heard) :]
+            known = np.isfinite(heard[-len(steps) :]) & np.isfinite(steps[:, 0])
+            if known.sum() < self.min_frames:
                 continue
-            louder = heard[-len(path) :][heard_here]
+            louder = heard[-len(steps) :][known]
             louder = louder - louder.mean()
-            steps = np.array(path[::-1])[heard_here]
-            steps = steps - steps.mean(axis=0)
+            steps = steps[known] - steps[known].mean(axis=0)
             power = (steps**2).sum(axis=0)
             corr = (steps * louder[:, None]).sum(axis=0) / (np.sqrt(power * (louder**2).sum()) + 1e-12)
             corr[power < 1e-12] = 0.0
@@ -238,21 +283,25 @@ class SoundIdentity:
 
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
-        last frame pushed. A region is returned when it follows the sound better than every other region by
-        ``margin`` for ``patience`` frames running and ``current`` does not already cover it (IoU < 0.6)."""
+        last frame pushed. The heard track is the one that follows the sound better than every other track by
+        ``margin`` for ``patience`` frames running; with ``follow``, it stays the heard track (followed by its
+        motion) until another one beats it so. Its region is returned when ``current`` does not cover it
+        (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
-        if known.sum() < 2 or self.heard_range() < self.min_range:
-            self._streak = 0
+        clear = known.sum() >= 2 and self.heard_range() >= self.min_range
+        if clear:
+            order = np.argsort(-np.where(known, scores, -np.inf))
+            best = int(order[0])
+            clear = scores[best] >= self.min_score and scores[best] - scores[order[1]] > self.margin
+        self._streak = self._streak + 1 if clear else 0
+        if clear and self._streak >= self.patience:
+            self.heard_track = self.tracks[best]
+        elif not self.follow:
+            self.heard_track = None
+        if self.heard_track is None or all(t is not self.heard_track for t in self.tracks):
             return None
-        order = np.argsort(-np.where(known, scores, -np.inf))
-        best = int(order[0])
-        if scores[best] < self.min_score or scores[best] - scores[order[1]] <= self.margin:
-            self._streak = 0
-            return None
-        self._streak += 1
-        region = self.regions[best]
-        covered = (region & current).sum() / max((region | current).sum(), 1)
-        if self._streak < self.patience or covered >= 0.6:
+        region = self.heard_track.region
+        if region is None or (region & current).sum() >= 0.6 * max((region | current).sum(), 1):
             return None
         return region

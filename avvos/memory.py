@@ -88,6 +88,12 @@ class MemoryStore:
         if self._values is not None:
             self._values = self._values[keep]
 
+    def forget_unpinned(self) -> None:
+        """Drop every frame but the pinned first one (and the temporary slot): what memory learnt since the first
+        frame is no longer trusted."""
+        self.size = self.pinned
+        self.temp_size = 0
+
     def add(self, key: torch.Tensor, values: torch.Tensor, temporary: bool = False) -> None:
         """Add one frame: ``key`` (key_dim, h, w) and ``values`` (objects, value_dim, h, w).
 

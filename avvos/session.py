@@ -176,6 +176,8 @@ class InferenceSession:
             reannotated: list[int] = []
             if self.checks_identity and (new_ids or self.identities):
                 probs, reannotated = self._check_identity(image, probs, audio, new_ids)
+                if reannotated:
+                    self.memory.forget_unpinned()  # frames since the first may show the look-alike as the object
             annotated = mask_tensor is not None or bool(reannotated)
             is_memory_frame = annotated or t % self.config.mem_every == 0
             if self.object_ids and (annotated or (not end and (is_memory_frame or self.config.include_last))):

@@ -103,6 +103,52 @@ def test_sound_identity_points_to_the_heard_disc_and_only_with_sound() -> None:
             assert picked == []  # a flat sound or none says nothing
 
 
+def test_sound_identity_keeps_each_disc_through_a_crossing() -> None:
+    """Two discs pass over each other (the heard one drawn on top); each keeps its track, and its past, through
+    the overlap, so right after they part the sound already points to the heard disc."""
+    rng = np.random.default_rng(3)
+    frames = 30
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+    red = (200, 40, 40)
+    clip = []
+    for t in range(frames):
+        x = 25 + 4 * t  # the heard disc moves right, the other left; they overlap around frame 14
+        levels = [0.6 + 0.8 * other[t], 0.6 + 0.8 * envelope[t]]
+        clip.append(_scene([(WIDTH - x, 50), (x, 45)], levels, [red, red]))
+    first_image, (first_silent, first_heard) = clip[0]
+    identity = SoundIdentity(LookalikeFinder(first_image, first_heard), window=30)
+    picked = {}
+    for t, (image, (silent, heard)) in enumerate(clip):
+        identity.push(image, -6 + 4 * envelope[t])
+        region = identity.decide(silent)  # the segmentation followed the silent disc out of the crossing
+        if region is not None:
+            picked[t] = _iou(region, heard)
+    parted = next(t for t in range(15, frames) if not (clip[t][1][0] & clip[t][1][1]).any())
+    assert parted in picked and min(picked.values()) > 0.8  # at once, and always the heard disc
+    assert len(identity.tracks) == 2  # no track lost or started through the crossing
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_sound_identity_follows_the_heard_disc_after_the_sound_stops(follow: bool) -> None:
+    """Once the sound has pointed to a disc, the check keeps that disc (followed by its motion) through a stretch
+    in which the sound says nothing; without ``follow`` it says nothing there either."""
+    rng = np.random.default_rng(4)
+    frames = 30
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    clip = list(_two_discs(frames, 1, envelope, rng.uniform(0, 1, frames)))
+    first_image, (first_silent, _) = clip[0]
+    identity = SoundIdentity(LookalikeFinder(first_image, first_silent), window=8, follow=follow)
+    late = []
+    for t, (image, (silent, heard)) in enumerate(clip):
+        identity.push(image, -6 + 4 * envelope[t] if t < 16 else -6.0)  # the sound goes flat at frame 16
+        region = identity.decide(silent)
+        if t >= 26:  # the whole window is flat: the sound alone says nothing
+            late.append(None if region is None else _iou(region, heard))
+    assert identity.heard_range() == 0.0
+    assert all(v is not None and v > 0.8 for v in late) if follow else late == [None] * 4
+
+
 def test_identity_window_is_checked() -> None:
     with pytest.raises(ValueError, match="identity_window"):
         InferenceConfig(identity_window=2)

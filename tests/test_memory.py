@@ -74,6 +74,22 @@ def test_read_after_eviction_equals_a_fresh_store_of_the_kept_positions() -> Non
     assert torch.allclose(store.read(query, 3), fresh.read(query.reshape(4, 1, 6), 3).reshape(2, 5, 2, 3))
 
 
+def test_forget_unpinned_keeps_only_the_first_frame() -> None:
+    store, first = MemoryStore(4, 5), MemoryStore(4, 5)
+    for s in (store, first):
+        s.add_objects(1)
+        s.add(*_frame(0))
+    for i in range(1, 4):
+        store.add(*_frame(i))
+    store.add(*_frame(9), temporary=True)
+    store.forget_unpinned()
+    query = torch.randn(4, 2, 3)
+    assert store.size == 6 and store.temp_size == 0
+    assert torch.equal(store.read(query, 3), first.read(query, 3))
+    store.add(*_frame(5))  # memory grows again from there
+    assert store.size == 12 and store._values[0, 0, 6:12].eq(5).all()
+
+
 def test_object_start_is_remapped_after_eviction() -> None:
     store = MemoryStore(4, 5, capacity_frames=3, policy="fifo")
     store.add_objects(1)
