@@ -250,11 +250,6 @@ class SoundIdentity:
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region))
         self._heard.append(math.nan if heard is None else heard)
 
-    @property
-    def regions(self) -> list[np.ndarray]:
-        """The regions the tracks hold alone in the last frame pushed (one per track seen alone)."""
-        return [t.region for t in self.tracks if t.region is not None]
-
     def heard_range(self) -> float:
         """How far the loudness rose and fell within the window (0 with fewer than ``min_frames`` heard)."""
         heard = np.array(self._heard)
