@@ -157,6 +157,12 @@ def _centre(region: np.ndarray) -> np.ndarray:
     return np.array([ys.mean(), xs.mean()])
 
 
+def _covers(region: np.ndarray, point: np.ndarray) -> bool:
+    """Whether the (y, x) ``point`` lies in ``region``."""
+    y, x = (int(round(v)) for v in point)
+    return 0 <= y < region.shape[0] and 0 <= x < region.shape[1] and bool(region[y, x])
+
+
 class SoundIdentity:
     """Decides, from the sound, which look-alike is one object.
 
@@ -217,15 +223,9 @@ class SoundIdentity:
                 holders[ti] = ri
                 taken.add(ri)
         # A track left without a region whose predicted centre lies in a taken region shares it (merged).
-        shared: set[int] = set()
-        for ti, p in enumerate(predicted):
-            if holders[ti] is not None:
-                continue
-            y, x = (int(round(v)) for v in p)
-            for ri in taken:
-                if 0 <= y < gray.shape[0] and 0 <= x < gray.shape[1] and regions[ri][y, x]:
-                    shared.add(ri)
-                    break
+        shared = {
+            ri for ti, p in enumerate(predicted) if holders[ti] is None for ri in taken if _covers(regions[ri], p)
+        }
         for ti, track in enumerate(self.tracks):
             ri = holders[ti]
             state = np.full(3, np.nan)
@@ -234,21 +234,25 @@ class SoundIdentity:
                 track.missed += 1
             else:
                 new_centre = centres[ri]
-                alone = ri not in shared and 0.3 * self.finder.area <= sizes[ri] <= 2.5 * self.finder.area
+                alone = ri not in shared and self._object_sized(sizes[ri])
                 if alone:
                     track.velocity = 0.5 * track.velocity + 0.5 * (new_centre - track.centre)
                     state = region_state(gray, regions[ri])
-                elif regions[ri][tuple(np.clip(np.round(predicted[ti]).astype(int), 0, np.array(gray.shape) - 1))]:
+                elif _covers(regions[ri], predicted[ti]):
                     new_centre = predicted[ti]  # merged: keep moving as before while inside the shared region
                 track.centre, track.region, track.missed = new_centre, regions[ri] if alone else None, 0
             track.states.append(state)
         self.tracks = [t for t in self.tracks if t.missed <= self.window]
         for ri, region in enumerate(regions):
-            if ri not in taken and 0.3 * self.finder.area <= sizes[ri] <= 2.5 * self.finder.area:
+            if ri not in taken and self._object_sized(sizes[ri]):
                 states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.window)
                 states.append(region_state(gray, region))
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region))
         self._heard.append(math.nan if heard is None else heard)
+
+    def _object_sized(self, size: int) -> bool:
+        """Whether a region is the size of one look-alike (0.3 to 2.5 times the annotated object)."""
+        return 0.3 * self.finder.area <= size <= 2.5 * self.finder.area
 
     def heard_range(self) -> float:
         """How far the loudness rose and fell within the window (0 with fewer than ``min_frames`` heard)."""

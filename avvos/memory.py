@@ -93,6 +93,7 @@ class MemoryStore:
         frame is no longer trusted."""
         self.size = self.pinned
         self.temp_size = 0
+        self._object_start = [min(start, self.size) for start in self._object_start]
 
     def add(self, key: torch.Tensor, values: torch.Tensor, temporary: bool = False) -> None:
         """Add one frame: ``key`` (key_dim, h, w) and ``values`` (objects, value_dim, h, w).

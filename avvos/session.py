@@ -75,7 +75,8 @@ class InferenceSession:
     With the identity check on (:attr:`InferenceConfig.audio_identity`; by default for audio-visual
     models) and a single annotated object that has look-alikes, the object gets a
     :class:`~avvos.identity.SoundIdentity` and is re-annotated with the look-alike the sound points to when
-    its segmentation strays (see :mod:`avvos.identity`). It assumes the annotated object is the one heard.
+    its segmentation strays (see :mod:`avvos.identity`); the memory then keeps only the first frame and the
+    re-annotated one. It assumes the annotated object is the one heard.
     """
 
     def __init__(
