@@ -149,6 +149,22 @@ def test_sound_identity_follows_the_heard_disc_after_the_sound_stops(follow: boo
     assert all(v is not None and v > 0.8 for v in late) if follow else late == [None] * 4
 
 
+def test_sound_identity_stays_bounded_on_a_long_stream() -> None:
+    """Look-alikes that pop up anywhere, frame after frame, with dropouts in the sound: tracks that are not seen
+    again are dropped after ``window`` frames, so a stream can run for hours."""
+    rng = np.random.default_rng(5)
+    red = (200, 40, 40)
+    first, (mask,) = _scene([(40, 40)], [1.0], [red])
+    identity = SoundIdentity(LookalikeFinder(first, mask), window=8)
+    for t in range(300):
+        x, y = int(rng.integers(20, WIDTH - 20)), int(rng.integers(20, HEIGHT - 20))
+        image, _ = _scene([(x, y), (WIDTH - x, HEIGHT - y)], [1.0, 0.8], [red, red])
+        identity.push(image, None if t % 7 == 0 else float(rng.normal(-5, 2)))
+        identity.decide(np.zeros((HEIGHT, WIDTH), bool))
+        assert len(identity.tracks) <= 2 * (8 + 1)
+    assert all(len(track.states) <= 8 for track in identity.tracks)
+
+
 def test_identity_window_is_checked() -> None:
     with pytest.raises(ValueError, match="identity_window"):
         InferenceConfig(identity_window=2)
