@@ -57,6 +57,16 @@ def test_lookalikes_share_the_colour_not_the_brightness() -> None:
     assert sorted(round(_iou(r, target) + 2 * _iou(r, dim_twin)) for r in regions) == [1, 2]
 
 
+def test_touching_lookalikes_are_found_one_by_one() -> None:
+    """Two discs that touch make one region of the object's colour; it is split at the neck between them."""
+    red = (200, 40, 40)
+    image, (target, twin) = _scene([(60, 48), (60 + 2 * RADIUS, 50)], [1.0, 0.8], [red, red])
+    assert (cv2.dilate(target.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & twin).any()  # touching
+    regions = LookalikeFinder(image, target).regions(image)
+    assert len(regions) == 2
+    assert sorted(round(_iou(r, target) + 2 * _iou(r, twin)) for r in regions) == [1, 2]
+
+
 def test_no_lookalikes_on_a_plain_background() -> None:
     image, (target,) = _scene([(60, 40)], [1.0], [(200, 40, 40)])
     assert LookalikeFinder(image, target).lookalikes(image) == []
