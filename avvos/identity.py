@@ -88,15 +88,13 @@ class LookalikeFinder:
         """In the annotated frame: the regions other than the object itself that have its size (0.4 to 2.5
         times) and shape (IoU >= ``shape`` with the object's mask scaled to their area and put on their
         centre)."""
-        ys, xs = np.nonzero(self._mask)
-        centre = np.array([ys.mean(), xs.mean()])
+        centre = _centre(self._mask)
         found = []
         for region in self.regions(image):
             size = int(region.sum())
             if (region & self._mask).sum() > 0.2 * size or size > 2.5 * self.area:
                 continue
-            ry, rx = np.nonzero(region)
-            placed = _place(self._mask, centre, np.array([ry.mean(), rx.mean()]), math.sqrt(size / self.area))
+            placed = _place(self._mask, centre, _centre(region), math.sqrt(size / self.area))
             if (placed & region).sum() >= shape * (placed | region).sum():
                 found.append(region)
         return found
