@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -65,6 +65,10 @@ class LookalikeFinder:
         self._typical = object_hist / (object_hist + rest_hist + 1e-12) > colour / (1 + colour)
         self.outline = _outline_gradient(_gradient(image), mask)
         self._mask = mask
+        ys, xs = np.nonzero(mask) if self.area else (np.zeros(1, int), np.zeros(1, int))
+        #: The object's shape cropped to its bounding box, and its centre (y, x) in that crop.
+        self.template = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        self.template_centre = _centre(self.template) if self.area else np.zeros(2)
 
     def regions(self, image: np.ndarray) -> list[np.ndarray]:
         """Boolean masks of the regions of ``image`` that look like the object (the object itself included)."""
@@ -140,10 +144,14 @@ def _outline_gradient(gradient: np.ndarray, region: np.ndarray) -> float:
     return float(gradient[band].mean()) if band.any() else 0.0
 
 
-def _place(mask: np.ndarray, centre: np.ndarray, at: np.ndarray, scale: float) -> np.ndarray:
-    """``mask``'s shape scaled by ``scale`` about ``centre`` (y, x) and moved to ``at`` (same frame size)."""
+def _place(
+    mask: np.ndarray, centre: np.ndarray, at: np.ndarray, scale: float, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """``mask``'s shape scaled by ``scale`` about ``centre`` (y, x) and moved to ``at`` in a frame of ``size``
+    (height, width; default ``mask``'s)."""
+    height, width = size or mask.shape
     matrix = np.array([[scale, 0, at[1] - scale * centre[1]], [0, scale, at[0] - scale * centre[0]]], np.float32)
-    placed = cv2.warpAffine(mask.astype(np.uint8), matrix, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST)
+    placed = cv2.warpAffine(mask.astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST)
     return placed.astype(bool)
 
 
@@ -154,7 +162,7 @@ def region_state(gray: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.array([inside.mean(), math.log(inside.size), (inside < 0.5 * np.median(inside)).mean()])
 
 
-@dataclass
+@dataclass(eq=False)  # tracks are told apart by identity
 class _Track:
     """One look-alike followed through the frames: where it is, how it moves, its visible state per frame."""
 
@@ -163,6 +171,11 @@ class _Track:
     states: deque  # (3,) per frame of the window; NaN where hidden, merged with another or implausible
     region: np.ndarray | None = None  # the region it holds in the last frame (None: not seen alone)
     missed: int = 0  # frames running without a region of its own
+    size: float = 0.0  # its area when last seen alone
+    merged: np.ndarray | None = None  # the region it shares with other tracks in the last frame, if any
+    share: np.ndarray | None = None  # its part of that region (the others taken to be in front of it)
+    partners: list[_Track] = field(default_factory=list)  # the tracks it last shared a region with
+    parted: int = 0  # frames since it last shared a region
 
 
 def _centre(region: np.ndarray) -> np.ndarray:
@@ -236,13 +249,30 @@ class SoundIdentity:
                 holders[ti] = ri
                 taken.add(ri)
         # A track left without a region whose predicted centre lies in a taken region shares it (merged).
-        shared = {
-            ri for ti, p in enumerate(predicted) if holders[ti] is None for ri in taken if _covers(regions[ri], p)
-        }
+        sharers: dict[int, list[int]] = {}
+        for ti, p in enumerate(predicted):
+            inside = [ri for ri in taken if _covers(regions[ri], p)] if holders[ti] is None else []
+            if inside:
+                sharers.setdefault(inside[0], []).append(ti)
+        for ri, members in sharers.items():
+            members.append(holders.index(ri))
+            fitted = self._fit(regions[ri], [predicted[ti] for ti in members], [self.tracks[ti] for ti in members])
+            for ti, (centre, share) in zip(members, fitted, strict=True):
+                track = self.tracks[ti]
+                track.velocity = 0.8 * track.velocity + 0.2 * (centre - track.centre)
+                predicted[ti] = centre
+                track.merged, track.share, track.parted = regions[ri], share, 0
+                track.partners = [self.tracks[tj] for tj in members if tj != ti]
+        shared = set(sharers)
         for ti, track in enumerate(self.tracks):
             ri = holders[ti]
             state = np.full(3, np.nan)
-            if ri is None:
+            if not any(ti in members for members in sharers.values()):
+                track.merged = track.share = None
+                track.parted += 1
+            if ri is None and track.merged is not None:
+                track.centre, track.region, track.missed = predicted[ti], None, 0
+            elif ri is None:
                 track.centre, track.velocity, track.region = predicted[ti], track.velocity * 0.9, None
                 track.missed += 1
             else:
@@ -250,9 +280,10 @@ class SoundIdentity:
                 alone = ri not in shared and self._object_sized(sizes[ri])
                 if alone:
                     track.velocity = 0.5 * track.velocity + 0.5 * (new_centre - track.centre)
+                    track.size = sizes[ri]
                     state = region_state(gray, regions[ri])
-                elif _covers(regions[ri], predicted[ti]):
-                    new_centre = predicted[ti]  # merged: keep moving as before while inside the shared region
+                elif track.merged is not None or _covers(regions[ri], predicted[ti]):
+                    new_centre = predicted[ti]  # merged: where the fit put it, else moving as before
                 track.centre, track.region, track.missed = new_centre, regions[ri] if alone else None, 0
             track.states.append(state)
         self.tracks = [t for t in self.tracks if t.missed <= self.window]
@@ -260,8 +291,112 @@ class SoundIdentity:
             if ri not in taken and self._object_sized(sizes[ri]):
                 states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.window)
                 states.append(region_state(gray, region))
-                self.tracks.append(_Track(centres[ri], np.zeros(2), states, region))
+                self.tracks.append(_Track(centres[ri], np.zeros(2), states, region, size=sizes[ri]))
         self._heard.append(math.nan if heard is None else heard)
+        self._untangle()
+
+    def _untangle(self) -> None:
+        """Swap the pasts of two tracks that just parted when the sound says they were swapped in the crossing.
+
+        Which look-alike left a merge on which side is a guess from motion; the sound checks it: for two tracks
+        that shared a region until a few frames ago, their states before the parting are joined to their own
+        states since, and to each other's. When the crossed pair follows the sound better than the straight pair
+        (by ``margin``), the tracks exchange their pasts (and which one is heard); where they are stays."""
+        heard = np.array(self._heard)
+        for a in self.tracks:
+            for b in a.partners:
+                since = min(a.parted, b.parted)
+                if a not in b.partners or b not in self.tracks or not 2 <= since < len(heard) or id(a) > id(b):
+                    continue
+                before_a, after_a = list(a.states)[:-since], list(a.states)[-since:]
+                before_b, after_b = list(b.states)[:-since], list(b.states)[-since:]
+                straight = [self._follows(before_a + after_a, heard), self._follows(before_b + after_b, heard)]
+                crossed = [self._follows(before_b + after_a, heard), self._follows(before_a + after_b, heard)]
+                if not np.isfinite(straight + crossed).all():
+                    continue
+                if max(crossed) - max(straight) > self.margin:
+                    a.states = deque(before_b + after_a, maxlen=self.window)
+                    b.states = deque(before_a + after_b, maxlen=self.window)
+                    if self.heard_track is a or self.heard_track is b:
+                        self.heard_track = b if self.heard_track is a else a
+
+    def _follows(self, states: list[np.ndarray], heard: np.ndarray) -> float:
+        """How well a track's states (one per frame, the last matching the last loudness) follow the loudness:
+        the largest over the state's dimensions of the correlation; NaN with fewer than ``min_frames`` frames
+        where both are known."""
+        steps = np.array(states)[-len(heard) :]
+        heard = heard[-len(steps) :]
+        known = np.isfinite(heard) & np.isfinite(steps[:, 0])
+        if known.sum() < self.min_frames:
+            return math.nan
+        louder = heard[known] - heard[known].mean()
+        steps = steps[known] - steps[known].mean(axis=0)
+        power = (steps**2).sum(axis=0)
+        corr = (steps * louder[:, None]).sum(axis=0) / (np.sqrt(power * (louder**2).sum()) + 1e-12)
+        corr[power < 1e-12] = 0.0
+        return float(corr.max())
+
+    def _fit(
+        self, region: np.ndarray, centres: list[np.ndarray], tracks: list[_Track]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Place the object's shape for each track sharing ``region``, starting at ``centres`` and moved and
+        scaled a little at a time while the shapes together cover the region better (IoU). Returns, per track,
+        its fitted centre and its share of the region: the region within its shape and outside every other
+        shape (which track is in front cannot be told from the outline, and a share that leaves out a part in
+        front is a smaller mistake than one that takes in a part of another object)."""
+        finder = self.finder
+        ys, xs = np.nonzero(region)
+        pad = int(2 * self.radius) + 2
+        y0, x0 = max(int(ys.min()) - pad, 0), max(int(xs.min()) - pad, 0)
+        y1, x1 = min(int(ys.max()) + pad + 1, region.shape[0]), min(int(xs.max()) + pad + 1, region.shape[1])
+        crop = region[y0:y1, x0:x1]
+        origin = np.array([y0, x0], dtype=float)
+        at = [np.asarray(c, dtype=float) - origin for c in centres]
+        scales = [math.sqrt(t.size / finder.area) if t.size else 1.0 for t in tracks]
+
+        def place(i: int) -> np.ndarray:
+            return _place(finder.template, finder.template_centre, at[i], scales[i], crop.shape)
+
+        def cover(shapes: list[np.ndarray]) -> float:
+            union = np.logical_or.reduce(shapes)
+            return (union & crop).sum() / max((union | crop).sum(), 1)
+
+        shapes = [place(i) for i in range(len(at))]
+        best = cover(shapes)
+        for step in (4.0, 2.0, 1.0):
+            moves = [(step, 0.0, 1.0), (-step, 0.0, 1.0), (0.0, step, 1.0), (0.0, -step, 1.0)]
+            moves += [(0.0, 0.0, 1 + step / 80), (0.0, 0.0, 1 - step / 80)]
+            for _ in range(3):
+                improved = False
+                for i in range(len(at)):
+                    for dy, dx, grow in moves:
+                        if not 0.6 <= (scales[i] * grow) ** 2 <= 2.5:
+                            continue
+                        old_at, old_scale = at[i], scales[i]
+                        at[i], scales[i] = old_at + np.array([dy, dx]), old_scale * grow
+                        trial = [*shapes[:i], place(i), *shapes[i + 1 :]]
+                        score = cover(trial)
+                        if score > best + 1e-9:
+                            best, shapes, improved = score, trial, True
+                        else:
+                            at[i], scales[i] = old_at, old_scale
+                if not improved:
+                    break
+        fitted = []
+        for i in range(len(at)):
+            share = np.zeros_like(region)
+            others = np.logical_or.reduce([shapes[j] for j in range(len(at)) if j != i])
+            share[y0:y1, x0:x1] = crop & shapes[i] & ~others
+            fitted.append((at[i] + origin, share))
+        return fitted
+
+    def heard_share(self) -> np.ndarray | None:
+        """While the heard track shares a region with other look-alikes (they overlap or touch): its share of that
+        region (see :meth:`_fit`); else None."""
+        track = self.heard_track
+        if track is None or all(t is not track for t in self.tracks) or track.merged is None:
+            return None
+        return track.share
 
     def _object_sized(self, size: int) -> bool:
         """Whether a region is the size of one look-alike (0.3 to 2.5 times the annotated object)."""
@@ -278,20 +413,7 @@ class SoundIdentity:
         states of the correlation (louder: brighter, larger, mouth wider); NaN for a track with fewer than
         ``min_frames`` frames with both state and sound."""
         heard = np.array(self._heard)
-        result = np.full(len(self.tracks), np.nan)
-        for i, track in enumerate(self.tracks):
-            steps = np.array(track.states)[-len(heard) :]
-            known = np.isfinite(heard[-len(steps) :]) & np.isfinite(steps[:, 0])
-            if known.sum() < self.min_frames:
-                continue
-            louder = heard[-len(steps) :][known]
-            louder = louder - louder.mean()
-            steps = steps[known] - steps[known].mean(axis=0)
-            power = (steps**2).sum(axis=0)
-            corr = (steps * louder[:, None]).sum(axis=0) / (np.sqrt(power * (louder**2).sum()) + 1e-12)
-            corr[power < 1e-12] = 0.0
-            result[i] = corr.max()
-        return result
+        return np.array([self._follows(list(t.states), heard) for t in self.tracks], dtype=float)
 
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the

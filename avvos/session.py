@@ -209,16 +209,20 @@ class InferenceSession:
             self.identities.clear()  # the sound can point to one object only
         heard = loudness(audio) if audio is not None else None
         moved: dict[int, np.ndarray] = {}
+        shares: dict[int, np.ndarray] = {}
         for object_id, identity in self.identities.items():
             identity.push(picture, heard)
             if object_id not in new_ids:
-                region = identity.decide(labels == self.object_ids.index(object_id) + 1)
+                current = labels == self.object_ids.index(object_id) + 1
+                region = identity.decide(current)
                 if region is not None:
                     moved[object_id] = region
-        if not moved:
+                elif (share := identity.heard_share()) is not None and (current & identity.heard_track.merged).any():
+                    shares[object_id] = share
+        if not moved and not shares:
             return probs, []
         objects = probs[1:].clone()
-        for object_id, region in moved.items():
+        for object_id, region in {**shares, **moved}.items():
             onehot = self._pad(torch.from_numpy(region).to(self.device).float()[None, None])[0, 0]
             objects = objects * (1 - onehot)
             objects[self.object_ids.index(object_id)] = onehot
