@@ -255,3 +255,56 @@ def _light_audio_config():
     from avvos.config import ModelConfig
 
     return ModelConfig.light(audio="pixel")
+
+
+def test_sound_identity_gives_the_heard_discs_share_while_they_overlap() -> None:
+    """While the heard disc passes behind the other, the two are one region; the check fits a disc to each track
+    and gives the heard one only the part outside the other (never the front disc's pixels)."""
+    rng = np.random.default_rng(6)
+    frames = 24
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+    red = (200, 40, 40)
+    identity = None
+    shares = []
+    for t in range(frames):
+        x = 30 + 3 * t  # the heard disc moves right, the other stays; they overlap from about frame 13
+        image, (heard, front) = _scene([(x, 48), (90, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]], [red, red])
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(image, heard), window=12)
+        identity.push(image, -6 + 4 * envelope[t])
+        identity.decide(heard & ~front)
+        share = identity.heard_share()
+        if (heard & front).any() and (heard & ~front).sum() > 0.2 * heard.sum() and share is not None:
+            shares.append((_iou(share, heard & ~front), (share & front).sum() / front.sum()))
+    assert len(shares) >= 5  # the overlapping frames in which the heard disc still shows
+    assert min(iou for iou, _ in shares) > 0.7 and max(taken for _, taken in shares) < 0.05
+
+
+@pytest.mark.parametrize("untangle", [True, False])
+def test_sound_identity_untangles_discs_that_bounce_off_each_other(untangle: bool, monkeypatch) -> None:
+    """Two discs rush together, cover each other and go back the way they came: their motion says they passed
+    each other, so the tracks are swapped as they part; the sound swaps them back within a few frames (without
+    that check the silent disc is taken for the heard one until the window has rolled on)."""
+    if not untangle:
+        monkeypatch.setattr(SoundIdentity, "_untangle", lambda self: None)
+    rng = np.random.default_rng(7)
+    frames = 36
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+    red = (200, 40, 40)
+    identity = None
+    picked: dict[int, float] = {}
+    for t in range(frames):
+        x = 80 - min(10 * abs(t - 16), 50)  # the heard disc waits on the left, meets the other at frame 16, goes back
+        image, (heard, silent) = _scene(
+            [(x, 48), (WIDTH - x, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]], [red, red]
+        )
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(image, heard), window=12)
+        identity.push(image, -6 + 4 * envelope[t])
+        region = identity.decide(silent)  # the segmentation went off with the silent disc
+        if region is not None:
+            picked[t] = _iou(region, heard)
+    late = [picked.get(t, 0.0) for t in range(20, frames)]  # they part at frame 18
+    assert (min(late) > 0.8) == untangle
