@@ -168,7 +168,7 @@ class _Track:
 
     centre: np.ndarray  # (y, x), last seen or predicted
     velocity: np.ndarray  # (dy, dx) per frame
-    states: deque  # (3,) per frame of the window; NaN where hidden, merged with another or implausible
+    states: deque  # (3,) per frame of the last 3 windows; NaN where hidden, merged with another or implausible
     region: np.ndarray | None = None  # the region it holds in the last frame (None: not seen alone)
     missed: int = 0  # frames running without a region of its own
     size: float = 0.0  # its area when last seen alone
@@ -198,8 +198,9 @@ class SoundIdentity:
     Each track's visible state is correlated with the loudness over the frames of the window in which both are
     known.
 
-    ``window``: frames over which states are correlated with the loudness; ``margin``: how much better (in
-    correlation) the heard track must follow the sound than any other; ``patience``: for how many frames running;
+    ``window``: frames (with both state and sound known, within the last three windows) over which states are
+    correlated with the loudness; ``margin``: how much better (in correlation) the heard track must follow the
+    sound than any other; ``patience``: for how many frames running;
     ``min_range``: the loudness (natural log of energy) must rise and fall by at least this much within the
     window, else the sound says nothing; ``min_score``: the heard track's own correlation must reach this;
     ``min_frames``: tracks are scored once they have this many frames with both state and sound; ``follow``:
@@ -227,7 +228,8 @@ class SoundIdentity:
         self.heard_track: _Track | None = None  # the track the sound last pointed to
         self.radius = math.sqrt(max(finder.area, 1) / math.pi)
         self.tracks: list[_Track] = []
-        self._heard: deque[float] = deque(maxlen=window)
+        self.memory = 3 * window  # frames of states kept, so that scores reach back past merges and occlusions
+        self._heard: deque[float] = deque(maxlen=self.memory)
         self._streak = 0
 
     def push(self, image: np.ndarray, heard: float | None) -> None:
@@ -289,7 +291,7 @@ class SoundIdentity:
         self.tracks = [t for t in self.tracks if t.missed <= self.window]
         for ri, region in enumerate(regions):
             if ri not in taken and self._object_sized(sizes[ri]):
-                states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.window)
+                states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.memory)
                 states.append(region_state(gray, region))
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region, size=sizes[ri]))
         self._heard.append(math.nan if heard is None else heard)
@@ -315,19 +317,19 @@ class SoundIdentity:
                 if not np.isfinite(straight + crossed).all():
                     continue
                 if max(crossed) - max(straight) > self.margin:
-                    a.states = deque(before_b + after_a, maxlen=self.window)
-                    b.states = deque(before_a + after_b, maxlen=self.window)
+                    a.states = deque(before_b + after_a, maxlen=self.memory)
+                    b.states = deque(before_a + after_b, maxlen=self.memory)
                     if self.heard_track is a or self.heard_track is b:
                         self.heard_track = b if self.heard_track is a else a
 
     def _follows(self, states: list[np.ndarray], heard: np.ndarray) -> float:
-        """How well a track's states (one per frame, the last matching the last loudness) follow the loudness:
-        the largest over the state's dimensions of the correlation; NaN with fewer than ``min_frames`` frames
-        where both are known."""
+        """How well a track's states (one per frame, the last matching the last loudness) follow the loudness
+        over the last ``window`` frames in which both are known (however long ago, within ``memory``): the
+        largest over the state's dimensions of the correlation; NaN with fewer than ``min_frames`` such frames."""
         steps = np.array(states)[-len(heard) :]
         heard = heard[-len(steps) :]
-        known = np.isfinite(heard) & np.isfinite(steps[:, 0])
-        if known.sum() < self.min_frames:
+        known = np.flatnonzero(np.isfinite(heard) & np.isfinite(steps[:, 0]))[-self.window :]
+        if known.size < self.min_frames:
             return math.nan
         louder = heard[known] - heard[known].mean()
         steps = steps[known] - steps[known].mean(axis=0)
@@ -404,7 +406,7 @@ class SoundIdentity:
 
     def heard_range(self) -> float:
         """How far the loudness rose and fell within the window (0 with fewer than ``min_frames`` heard)."""
-        heard = np.array(self._heard)
+        heard = np.array(self._heard)[-self.window :]
         heard = heard[np.isfinite(heard)]
         return float(np.ptp(heard)) if heard.size >= self.min_frames else 0.0
 

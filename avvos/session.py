@@ -217,7 +217,7 @@ class InferenceSession:
                 region = identity.decide(current)
                 if region is not None:
                     moved[object_id] = region
-                elif (share := identity.heard_share()) is not None and (current & identity.heard_track.merged).any():
+                elif (share := identity.heard_share()) is not None:
                     shares[object_id] = share
         if not moved and not shares:
             return probs, []
