@@ -405,6 +405,15 @@ class SoundIdentity:
             return None
         return track.share
 
+    def others(self) -> np.ndarray | None:
+        """Once the sound has pointed to a track: the regions held by every other look-alike seen on its own in
+        the last frame (the object is none of them), or None when no track is heard."""
+        track = self.heard_track
+        if track is None or all(t is not track for t in self.tracks):
+            return None
+        regions = [t.region for t in self.tracks if t is not track and t.region is not None]
+        return np.logical_or.reduce(regions) if regions else None
+
     def _object_sized(self, size: int) -> bool:
         """Whether a region is the size of one look-alike (0.3 to 2.5 times the annotated object)."""
         return 0.3 * self.finder.area <= size <= 2.5 * self.finder.area

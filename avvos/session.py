@@ -219,6 +219,8 @@ class InferenceSession:
                     moved[object_id] = region
                 elif (share := identity.heard_share()) is not None:
                     shares[object_id] = share
+                elif (others := identity.others()) is not None and (current & others).any():
+                    shares[object_id] = current & ~others
         if not moved and not shares:
             return probs, []
         objects = probs[1:].clone()

@@ -308,3 +308,21 @@ def test_sound_identity_untangles_discs_that_bounce_off_each_other(untangle: boo
             picked[t] = _iou(region, heard)
     late = [picked.get(t, 0.0) for t in range(20, frames)]  # they part at frame 18
     assert (min(late) > 0.8) == untangle
+
+
+def test_sound_identity_names_the_other_lookalikes_once_one_is_heard() -> None:
+    """Before the sound has picked a disc nothing is ruled out; after, the other disc's region is (so the session
+    can take it out of the object's mask)."""
+    rng = np.random.default_rng(8)
+    frames = 16
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    clip = list(_two_discs(frames, 1, envelope, rng.uniform(0, 1, frames)))
+    first_image, (first_silent, _) = clip[0]
+    identity = SoundIdentity(LookalikeFinder(first_image, first_silent), window=8)
+    identity.push(first_image, -6 + 4 * envelope[0])
+    assert identity.others() is None
+    for t, (image, (silent, _heard)) in enumerate(clip[1:], start=1):
+        identity.push(image, -6 + 4 * envelope[t])
+        identity.decide(silent)
+    others = identity.others()
+    assert others is not None and _iou(others, clip[-1][1][0]) > 0.8 and not (others & clip[-1][1][1]).any()
