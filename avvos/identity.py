@@ -15,6 +15,11 @@ the object's segmentation is elsewhere, it re-annotates the object with that tra
 also forgets its memory frames since the first (they may show the look-alike as the object), so matching
 follows the heard one from then on. With no sound, or a sound that does not rise and fall, nothing is ever
 re-annotated.
+
+Look-alikes that overlap are one region: each track sharing it gets the object's shape fitted where its motion
+puts it, and the heard one's share of the region is the output while they overlap. When they part, which track
+left on which side is a guess from motion that the sound checks (:meth:`SoundIdentity._untangle`). Once a track
+is heard, the regions of the other look-alikes are kept out of the object's mask.
 """
 
 from __future__ import annotations
@@ -396,6 +401,23 @@ class SoundIdentity:
             share[y0:y1, x0:x1] = crop & shapes[i] & ~others
             fitted.append((at[i] + origin, share))
         return fitted
+
+    def correct(self, current: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """The object's mask as the sound has it, from ``current`` ((H, W) bool, its segmentation in the last frame
+        pushed): the heard track's region when the segmentation strays from it (a re-annotation: the second value
+        is True; see :meth:`decide`); else, while the heard track shares a region, its share of it
+        (:meth:`heard_share`); else the segmentation less the other look-alikes (:meth:`others`). (None, False)
+        where the segmentation stands."""
+        region = self.decide(current)
+        if region is not None:
+            return region, True
+        share = self.heard_share()
+        if share is not None:
+            return share, False
+        others = self.others()
+        if others is not None and (current & others).any():
+            return current & ~others, False
+        return None, False
 
     def heard_share(self) -> np.ndarray | None:
         """While the heard track shares a region with other look-alikes (they overlap or touch): its share of that

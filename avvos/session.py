@@ -76,7 +76,9 @@ class InferenceSession:
     models) and a single annotated object that has look-alikes, the object gets a
     :class:`~avvos.identity.SoundIdentity` and is re-annotated with the look-alike the sound points to when
     its segmentation strays (see :mod:`avvos.identity`); the memory then keeps only the first frame and the
-    re-annotated one. It assumes the annotated object is the one heard.
+    re-annotated one. Between re-annotations the check also corrects the output mask: while the heard look-alike
+    overlaps others, the mask is its share of the merged region, and otherwise it never takes in another
+    look-alike. It assumes the annotated object is the one heard.
     """
 
     def __init__(
@@ -195,8 +197,8 @@ class InferenceSession:
         self, image: torch.Tensor, probs: torch.Tensor, audio: np.ndarray | torch.Tensor | None, new_ids: list[int]
     ) -> tuple[torch.Tensor, list[int]]:
         """Start identity checks for new objects that have look-alikes; step every check with this frame and
-        re-annotate the objects whose heard look-alike their segmentation misses. Returns the probabilities
-        and the re-annotated ids."""
+        put in the masks they correct (:meth:`SoundIdentity.correct`). Returns the probabilities and the ids
+        re-annotated (the heard look-alike replaced a segmentation that strayed)."""
         picture = (image[0].permute(1, 2, 0) * 255).cpu().numpy()
         left, right, top, bottom = self.padding
         height, width = probs.shape[-2:]
@@ -208,27 +210,23 @@ class InferenceSession:
         if len(self.object_ids) > 1:
             self.identities.clear()  # the sound can point to one object only
         heard = loudness(audio) if audio is not None else None
-        moved: dict[int, np.ndarray] = {}
-        shares: dict[int, np.ndarray] = {}
+        masks: dict[int, np.ndarray] = {}
+        moved: list[int] = []
         for object_id, identity in self.identities.items():
             identity.push(picture, heard)
             if object_id not in new_ids:
-                current = labels == self.object_ids.index(object_id) + 1
-                region = identity.decide(current)
-                if region is not None:
-                    moved[object_id] = region
-                elif (share := identity.heard_share()) is not None:
-                    shares[object_id] = share
-                elif (others := identity.others()) is not None and (current & others).any():
-                    shares[object_id] = current & ~others
-        if not moved and not shares:
+                mask, reannotate = identity.correct(labels == self.object_ids.index(object_id) + 1)
+                if mask is not None:
+                    masks[object_id] = mask
+                    moved += [object_id] if reannotate else []
+        if not masks:
             return probs, []
         objects = probs[1:].clone()
-        for object_id, region in {**shares, **moved}.items():
-            onehot = self._pad(torch.from_numpy(region).to(self.device).float()[None, None])[0, 0]
+        for object_id, mask in masks.items():
+            onehot = self._pad(torch.from_numpy(mask).to(self.device).float()[None, None])[0, 0]
             objects = objects * (1 - onehot)
             objects[self.object_ids.index(object_id)] = onehot
-        return aggregate(objects), list(moved)
+        return aggregate(objects), moved
 
     def _add_objects(self, count: int) -> None:
         """New objects get memory values from now on and a fresh (zero) smoothing state."""
