@@ -428,10 +428,11 @@ class SoundIdentity:
         return track.share
 
     def others(self) -> np.ndarray | None:
-        """Once the sound has pointed to a track: the regions held by every other look-alike seen on its own in
-        the last frame (the object is none of them), or None when no track is heard."""
+        """While the heard track is seen on its own: the regions held by every other look-alike seen on its own in
+        the last frame (the object is none of them); else None (when the heard look-alike is lost from view, the
+        sound's pick may be the mistake, and the segmentation stands)."""
         track = self.heard_track
-        if track is None or all(t is not track for t in self.tracks):
+        if track is None or all(t is not track for t in self.tracks) or track.region is None:
             return None
         regions = [t.region for t in self.tracks if t is not track and t.region is not None]
         return np.logical_or.reduce(regions) if regions else None
