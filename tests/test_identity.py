@@ -257,22 +257,28 @@ def _light_audio_config():
     return ModelConfig.light(audio="pixel")
 
 
+def _pair_with_sound(seed: int, frames: int, where):
+    """Two red discs at ``where(t)`` ((x, y) of the heard one, then of the other) whose brightness follows the
+    loudness (heard) or noise; yields, per frame, the identity check (on the heard disc, already pushed this frame)
+    and the frame with its two masks."""
+    rng = np.random.default_rng(seed)
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+    identity = None
+    for t in range(frames):
+        scene = _scene(list(where(t)), [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]], [(200, 40, 40)] * 2)
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(scene[0], scene[1][0]), window=12)
+        identity.push(scene[0], -6 + 4 * envelope[t])
+        yield identity, scene
+
+
 def test_sound_identity_gives_the_heard_discs_share_while_they_overlap() -> None:
     """While the heard disc passes behind the other, the two are one region; the check fits a disc to each track
     and gives the heard one only the part outside the other (never the front disc's pixels)."""
-    rng = np.random.default_rng(6)
-    frames = 24
-    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
-    other = rng.uniform(0, 1, frames)
-    red = (200, 40, 40)
-    identity = None
     shares = []
-    for t in range(frames):
-        x = 30 + 3 * t  # the heard disc moves right, the other stays; they overlap from about frame 13
-        image, (heard, front) = _scene([(x, 48), (90, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]], [red, red])
-        if identity is None:
-            identity = SoundIdentity(LookalikeFinder(image, heard), window=12)
-        identity.push(image, -6 + 4 * envelope[t])
+    # The heard disc moves right, the other stays; they overlap from about frame 13.
+    for identity, (_, (heard, front)) in _pair_with_sound(6, 24, lambda t: ((30 + 3 * t, 48), (90, 48))):
         identity.decide(heard & ~front)
         share = identity.heard_share()
         if (heard & front).any() and (heard & ~front).sum() > 0.2 * heard.sum() and share is not None:
@@ -288,21 +294,15 @@ def test_sound_identity_untangles_discs_that_bounce_off_each_other(untangle: boo
     that check the silent disc is taken for the heard one until the window has rolled on)."""
     if not untangle:
         monkeypatch.setattr(SoundIdentity, "_untangle", lambda self: None)
-    rng = np.random.default_rng(7)
-    frames = 36
-    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
-    other = rng.uniform(0, 1, frames)
-    red = (200, 40, 40)
-    identity = None
     picked: dict[int, float] = {}
-    for t in range(frames):
-        x = 80 - min(10 * abs(t - 16), 50)  # the heard disc waits on the left, meets the other at frame 16, goes back
-        image, (heard, silent) = _scene(
-            [(x, 48), (WIDTH - x, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]], [red, red]
-        )
-        if identity is None:
-            identity = SoundIdentity(LookalikeFinder(image, heard), window=12)
-        identity.push(image, -6 + 4 * envelope[t])
+    frames = 36
+
+    def bounce(t: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The heard disc waits on the left, meets the other at frame 16 and goes back."""
+        x = 80 - min(10 * abs(t - 16), 50)
+        return (x, 48), (WIDTH - x, 48)
+
+    for t, (identity, (_, (heard, silent))) in enumerate(_pair_with_sound(7, frames, bounce)):
         region = identity.decide(silent)  # the segmentation went off with the silent disc
         if region is not None:
             picked[t] = _iou(region, heard)
@@ -312,7 +312,7 @@ def test_sound_identity_untangles_discs_that_bounce_off_each_other(untangle: boo
 
 def test_sound_identity_names_the_other_lookalikes_once_one_is_heard() -> None:
     """Before the sound has picked a disc nothing is ruled out; after, the other disc's region is (so the session
-    can take it out of the object's mask)."""
+    can take it out of the object's mask), but not while the heard disc is out of sight (the pick may be wrong)."""
     rng = np.random.default_rng(8)
     frames = 16
     envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
@@ -326,3 +326,6 @@ def test_sound_identity_names_the_other_lookalikes_once_one_is_heard() -> None:
         identity.decide(silent)
     others = identity.others()
     assert others is not None and _iou(others, clip[-1][1][0]) > 0.8 and not (others & clip[-1][1][1]).any()
+    alone, _ = _scene([(40 + frames // 4, 40)], [1.0], [(200, 40, 40)])  # the heard disc has left
+    identity.push(alone, -6.0)
+    assert identity.others() is None
