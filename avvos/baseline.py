@@ -38,6 +38,7 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD
 from avvos.errors import InputError, MaskError
 from avvos.masks import read_mask
+from avvos.model.aggregate import label_map
 from avvos.sources import open_frames
 
 #: Feature stride of the propagation grid, in pixels.
@@ -288,7 +289,7 @@ class FeaturePropagation:
         up = F.interpolate(labels, scale_factor=STRIDE, mode="bilinear", align_corners=False)[..., :height, :width]
         if (height, width) != self.input_size:
             up = F.interpolate(up, size=self.input_size, mode="bilinear", align_corners=False)
-        index = up[0].argmax(dim=0).cpu().numpy()
+        index = label_map(up[0]).cpu().numpy()
         lookup = np.array([0, *self.object_ids], dtype=np.uint8)
         return lookup[index]
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig, ModelConfig, resolve_device
 from avvos.errors import InputError
-from avvos.model.aggregate import aggregate
+from avvos.model.aggregate import aggregate, label_map
 from avvos.model.stcn import STCN, build_model
 from avvos.session import InferenceSession, pad_amounts
 
@@ -124,7 +124,7 @@ class OfficialProfile:
                 mem_k = torch.cat([mem_k, qk], 2)
                 mem_v = torch.cat([mem_v, value], 2)
             on_frame()
-        prob.argmax(dim=0).cpu()
+        label_map(prob).cpu()
         if keep is not None:
             left, right, top, bottom = pad_amounts(*clip.shape[1:3])
             height, width = prob.shape[-2:]

@@ -19,7 +19,7 @@ from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.errors import InputError, MaskError
 from avvos.identity import LookalikeFinder, SoundIdentity, loudness
 from avvos.memory import MemoryStore
-from avvos.model.aggregate import aggregate
+from avvos.model.aggregate import aggregate, label_map
 from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
 from avvos.model.stcn import STCN
 
@@ -202,7 +202,7 @@ class InferenceSession:
         picture = (image[0].permute(1, 2, 0) * 255).cpu().numpy()
         left, right, top, bottom = self.padding
         height, width = probs.shape[-2:]
-        labels = probs[:, top : height - bottom, left : width - right].argmax(dim=0).cpu().numpy()
+        labels = label_map(probs[:, top : height - bottom, left : width - right]).cpu().numpy()
         for object_id in new_ids if len(self.object_ids) == 1 else []:
             finder = LookalikeFinder(picture, labels == self.object_ids.index(object_id) + 1)
             if finder.area >= 16 and finder.lookalikes(picture):
@@ -341,5 +341,5 @@ class InferenceSession:
         if tuple(probs.shape[-2:]) != self.input_size:
             probs = F.interpolate(probs[None], self.input_size, mode="bilinear", align_corners=False)[0]
         lookup = torch.tensor([0, *self.object_ids], dtype=torch.uint8, device=probs.device)
-        labels = lookup[probs.argmax(dim=0)].cpu().numpy()
+        labels = lookup[label_map(probs)].cpu().numpy()
         return StepResult(index, labels, probs, list(self.object_ids), reannotated)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from avvos.model.aggregate import label_map
+
 
 def aggregate_logits(prob: torch.Tensor) -> torch.Tensor:
     """Per-object probabilities (B, O, H, W) → log-odds (B, O+1, H, W) of background + objects.
@@ -20,7 +22,7 @@ def aggregate_logits(prob: torch.Tensor) -> torch.Tensor:
 def class_targets(masks: torch.Tensor) -> torch.Tensor:
     """(B, O, H, W) object masks (soft allowed) → (B, H, W) classes: 0 background, i + 1 where object i > 0.5."""
     foreground = masks > 0.5
-    return torch.where(foreground.any(dim=1), masks.argmax(dim=1) + 1, 0)
+    return torch.where(foreground.any(dim=1), label_map(masks, dim=1) + 1, 0)
 
 
 def bootstrap_fraction(iteration: int, start_warm: int, end_warm: int, top_p: float) -> float:
@@ -61,7 +63,7 @@ def sequence_loss(
     per_sample = bootstrapped_ce(logits.flatten(0, 1), target.flatten(0, 1), fraction).view(batch, steps)
     loss = (per_sample * weights).sum(dim=0).div(batch).mean()
     with torch.no_grad():
-        predicted = logits.argmax(dim=2)
+        predicted = label_map(logits, dim=2)
         fg_pred, fg_true = predicted > 0, target > 0
         inter = (fg_pred & fg_true).flatten(2).sum(-1).float()
         union = (fg_pred | fg_true).flatten(2).sum(-1).float()

@@ -33,6 +33,7 @@ from avvos.data.sampling import ItemKey, KeyBatchSampler
 from avvos.data.static import StaticDataset, find_image_pairs, frames_as_images
 from avvos.data.vos import AVSyncSequences, VOSDataset
 from avvos.errors import CheckpointError
+from avvos.model.aggregate import label_map
 from avvos.model.stcn import STCN, build_model
 from training.config import TrainConfig, describe_stages, parse_args
 from training.forward import TrainingNetwork
@@ -224,7 +225,7 @@ def image_grid(batch: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Te
 
     frames = batch["frames"][0].float()
     truth = class_targets(batch["masks"][0])
-    predicted = torch.cat([truth[:1], logits[0].argmax(dim=1)])
+    predicted = torch.cat([truth[:1], label_map(logits[0], dim=1)])
     rows = torch.cat([frames, _overlay(frames, truth), _overlay(frames, predicted)])
     return make_grid(rows.clamp(0, 1).cpu(), nrow=frames.shape[0], padding=2)
 
