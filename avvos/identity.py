@@ -309,9 +309,10 @@ class SoundIdentity:
         """Swap the pasts of two tracks that just parted when the sound says they were swapped in the crossing.
 
         Which look-alike left a merge on which side is a guess from motion; the sound checks it: for two tracks
-        that shared a region until a few frames ago, their states before the parting are joined to their own
-        states since, and to each other's. When the crossed pair follows the sound better than the straight pair
-        (by ``margin``), the tracks exchange their pasts (and which one is heard); where they are stays."""
+        that last shared a region at least 2 frames ago (and less than ``memory`` frames), their states before
+        the parting are joined to their own states since, and to each other's. When the crossed pair follows the
+        sound better than the straight pair (by ``margin``), the tracks exchange their pasts (and which one is
+        heard); where they are stays."""
         heard = np.array(self._heard)
         for a in self.tracks:
             for b in a.partners:
@@ -351,10 +352,10 @@ class SoundIdentity:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Place the object's shape for each track sharing ``region``, starting at ``centres`` and moved and
         scaled a little at a time while the shapes together cover the region better (IoU, less ``FIT_STAY`` per
-        squared radius moved). Returns, per track,
-        its fitted centre and its share of the region: the region within its shape and outside every other
-        shape (which track is in front cannot be told from the outline, and a share that leaves out a part in
-        front is a smaller mistake than one that takes in a part of another object)."""
+        squared radius moved). Returns, per track, its fitted centre and its share of the region: the region
+        within its shape and outside every other shape (which track is in front cannot be told from the outline,
+        and a share that leaves out a part in front is a smaller mistake than one that takes in a part of
+        another object)."""
         finder = self.finder
         ys, xs = np.nonzero(region)
         pad = int(2 * self.radius) + 2
