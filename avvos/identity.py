@@ -233,7 +233,7 @@ class SoundIdentity:
         self.min_score = min_score
         self.min_frames = max(4, min(min_frames, window))
         self.follow = follow
-        self.heard_track: _Track | None = None  # the track the sound last pointed to
+        self.heard_track: _Track | None = None  # the track the sound last pointed to, while it is followed
         self.radius = math.sqrt(max(finder.area, 1) / math.pi)
         self.tracks: list[_Track] = []
         self.memory = 3 * window  # frames of states kept, so that scores reach back past merges and occlusions
@@ -297,6 +297,8 @@ class SoundIdentity:
                 track.centre, track.region, track.missed = new_centre, regions[ri] if alone else None, 0
             track.states.append(state)
         self.tracks = [t for t in self.tracks if t.missed <= self.window]
+        if all(t is not self.heard_track for t in self.tracks):
+            self.heard_track = None  # the heard look-alike was not seen for a whole window
         for ri, region in enumerate(regions):
             if ri not in taken and self._object_sized(sizes[ri]):
                 states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.memory)
@@ -424,7 +426,7 @@ class SoundIdentity:
         """While the heard track shares a region with other look-alikes (they overlap or touch): its share of that
         region (see :meth:`_fit`); else None."""
         track = self.heard_track
-        if track is None or all(t is not track for t in self.tracks) or track.merged is None:
+        if track is None or track.merged is None:
             return None
         return track.share
 
@@ -433,7 +435,7 @@ class SoundIdentity:
         the last frame (the object is none of them); else None (when the heard look-alike is lost from view, the
         sound's pick may be the mistake, and the segmentation stands)."""
         track = self.heard_track
-        if track is None or all(t is not track for t in self.tracks) or track.region is None:
+        if track is None or track.region is None:
             return None
         regions = [t.region for t in self.tracks if t is not track and t.region is not None]
         return np.logical_or.reduce(regions) if regions else None
@@ -473,7 +475,7 @@ class SoundIdentity:
             self.heard_track = self.tracks[best]
         elif not self.follow:
             self.heard_track = None
-        if self.heard_track is None or all(t is not self.heard_track for t in self.tracks):
+        if self.heard_track is None:
             return None
         region = self.heard_track.region
         if region is None or (region & current).sum() >= 0.6 * max((region | current).sum(), 1):
