@@ -63,7 +63,9 @@ class TrainConfig:
     audio channels stayed too small to matter). ``sounding_weight`` weighs the loss that trains the audio key
     channels to mark where the heard object is (``training.loss.sounding_loss``; 0: the segmentation loss alone).
     ``freeze_trunks`` keeps the ImageNet trunks as they are (the key encoder, and the value encoder but for its
-    first convolution, which reads the masks): far fewer weights to fit, for training on a handful of videos."""
+    first convolution, which reads the masks): far fewer weights to fit, for training on a handful of videos.
+    ``train_only``: parameter-name prefixes to fit, every other weight kept as it is (``smoother.``: fit the
+    readout smoother of a trained model, so that switching it off gives that model back exactly)."""
 
     stage: str = "main"
     preset: str = "light"
@@ -89,6 +91,7 @@ class TrainConfig:
     reset_audio: bool = False
     sounding_weight: float = 1.0
     freeze_trunks: bool = False
+    train_only: tuple[str, ...] = ()
     log_every: int = 20
     image_every: int = 500
     device: str = "auto"

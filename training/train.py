@@ -319,6 +319,13 @@ def train(config: TrainConfig) -> STCN:
     if config.freeze_trunks:
         for name in trunk_parameter_names(model):
             model.get_parameter(name).requires_grad_(False)
+    if config.train_only:
+        names = [name for name, _ in model.named_parameters()]
+        unmatched = [prefix for prefix in config.train_only if not any(n.startswith(prefix) for n in names)]
+        if unmatched:
+            raise ValueError(f"train_only: no parameter of this model starts with {', '.join(unmatched)}")
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith(config.train_only))
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), config.lr_gamma)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
@@ -14,10 +15,10 @@ from training.forward import SOUNDING_SCALE, TrainingNetwork, read_memory
 from training.loss import aggregate_logits
 
 
-def _model() -> STCN:
+def _model(motion: bool = False) -> STCN:
     """A light model with audio and smoothing whose zero-initialised outputs are made to matter."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig.light(audio="pixel", smoothing=True))
+    model = build_model(ModelConfig.light(audio="pixel", smoothing=True, smoothing_motion=motion))
     with torch.no_grad():
         for layer in (model.audio_key.proj, model.smoother.out):
             layer.weight.normal_(0, 0.05)
@@ -44,7 +45,7 @@ def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.
     for b in range(frames.shape[0]):
         store = MemoryStore(model.config.key_channels, model.config.value_dim, scale_dim=model.config.key_dim)
         store.add_objects(masks.shape[2])
-        state = None
+        state = previous_key = None
         per_sample = []
         for t in range(frames.shape[1]):
             image = (frames[b, t][None] - mean) / std
@@ -54,19 +55,21 @@ def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.
                 probs = masks[b, 0] * selector[b, :, None, None]
             else:
                 readout = store.read(features.key[0], top_k=10**6)
-                readout, state = model.smooth(readout, state)
+                readout, state = model.smooth(readout, state, (previous_key, features.key))
                 prob = torch.sigmoid(model.decode_logits(features, readout))[:, 0] * selector[b, :, None, None]
                 aggregated = aggregate_logits(prob[None])
                 per_sample.append(aggregated[0])
                 probs = torch.softmax(aggregated, dim=1)[0, 1:]
+            previous_key = features.key
             if t < frames.shape[1] - 1:
                 store.add(features.key[0], model.encode_value(image, features, probs[:, None]))
         outputs.append(torch.stack(per_sample))
     return torch.stack(outputs)
 
 
-def test_training_forward_matches_frame_by_frame_inference() -> None:
-    model = _model()
+@pytest.mark.parametrize("motion", [False, True], ids=["smoother", "smoother following motion"])
+def test_training_forward_matches_frame_by_frame_inference(motion: bool) -> None:
+    model = _model(motion)
     torch.manual_seed(2)
     frames = torch.rand(2, 4, 3, 48, 64)
     masks = torch.zeros(2, 4, 2, 48, 64)
@@ -97,7 +100,7 @@ def test_training_forward_matches_frame_by_frame_inference() -> None:
 
 
 def test_gradients_reach_every_module_through_predicted_masks() -> None:
-    model = _model()
+    model = _model(motion=True)
     frames = torch.rand(1, 3, 3, 32, 32)
     masks = torch.zeros(1, 3, 1, 32, 32)
     masks[..., 8:24, 8:24] = 1
@@ -108,3 +111,4 @@ def test_gradients_reach_every_module_through_predicted_masks() -> None:
     for name in ("key_encoder", "value_encoder", "key_proj", "key_comp", "decoder", "audio_encoder", "smoother"):
         grads = [p.grad for p in getattr(model, name).parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+    assert model.smoother.log_sharpness.grad is not None and model.smoother.log_sharpness.grad.abs() > 0
