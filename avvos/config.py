@@ -31,8 +31,7 @@ class ModelConfig:
       ``audio_dim`` channels join the visual key; they start at zero, so an untrained audio model
       matches exactly as the visual model does.
     * ``smoothing``: a per-object convolutional GRU over successive memory readouts; its output
-      starts at zero, so an untrained smoother changes nothing. ``smoothing_motion``: its state moves with
-      the scene from frame to frame (matched by the visual keys) instead of staying where it was.
+      starts at zero, so an untrained smoother changes nothing.
     * ``process_size``: the shorter side these weights work at (set when they are exported, from the
       resolution they were trained and measured at); larger frames are scaled down to it unless
       :attr:`InferenceConfig.size` says otherwise. None: STCN's rule (as is up to 480p).
@@ -49,7 +48,6 @@ class ModelConfig:
     audio_embed_dim: int = 128
     smoothing: bool = False
     smoothing_dim: int = 64
-    smoothing_motion: bool = False
     process_size: int | None = None
 
     def __post_init__(self) -> None:

@@ -113,7 +113,6 @@ class InferenceSession:
         """Forget all objects, memory and the frame size; the next frame is frame 0."""
         self.memory.clear()
         self.smoothing_state: torch.Tensor | None = None  # (objects, D, h, w) for models with a smoother
-        self.previous_key: torch.Tensor | None = None  # the last frame's key, for a smoother that follows motion
         self.sync_history = SyncHistory()  # the last frames and sounds, for the ``sync`` audio design
         self._warned_no_audio = False
         self.identities: dict[int, SoundIdentity] = {}  # objects with look-alikes, for the identity check
@@ -165,12 +164,10 @@ class InferenceSession:
                 history = self.sync_history.push(padded, embedding)
             features = self._encode_key(padded, embedding, history)
             probs = None
-            previous_key, self.previous_key = self.previous_key, features.key
             if self.object_ids and self.memory.size > 0:
                 readout = self.memory.read(features.key[0], self.config.top_k).to(features.query_value.dtype)
                 if self.config.smoothing:
-                    keys = (previous_key, features.key) if previous_key is not None else None
-                    readout, self.smoothing_state = self.model.smooth(readout, self.smoothing_state, keys)
+                    readout, self.smoothing_state = self.model.smooth(readout, self.smoothing_state)
                 probs = aggregate(self._decode(features, readout)[:, 0].float())
             new_ids: list[int] = []
             if mask_tensor is not None:

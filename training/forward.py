@@ -115,7 +115,7 @@ class TrainingNetwork(nn.Module):
             memory_values = torch.stack(values, dim=3).flatten(3)
             readout = read_memory(memory_keys, memory_values, key[:, t].flatten(2), scale)
             readout = readout.view(batch * objects, -1, height, width).to(query_value.dtype)
-            readout, state = net.smooth(readout, state, (key[:, t - 1], key[:, t]))
+            readout, state = net.smooth(readout, state)
             frame = FrameFeatures(
                 key=key[:, t],
                 query_value=query_value[:, t].repeat_interleave(objects, 0),

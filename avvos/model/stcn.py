@@ -57,7 +57,7 @@ class STCN(nn.Module):
             self.audio_encoder = AudioEncoder(config.audio_embed_dim)
             self.audio_key = AudioKey(config.audio, f16_dim, config.audio_embed_dim, config.audio_dim)
         if config.smoothing:
-            self.smoother = ReadoutSmoother(config.value_dim, config.smoothing_dim, config.smoothing_motion)
+            self.smoother = ReadoutSmoother(config.value_dim, config.smoothing_dim)
 
     @property
     def uses_audio(self) -> bool:
@@ -112,22 +112,11 @@ class STCN(nn.Module):
         f16 = features.f16.expand(num_objects, -1, -1, -1)
         return self.value_encoder(image, f16, probs, others)
 
-    def smooth(
-        self,
-        readout: torch.Tensor,
-        state: torch.Tensor | None,
-        keys: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Combine this frame's readout with the state of earlier frames (identity without a smoother).
-
-        ``keys``: the previous frame's and this frame's joint keys (B, key_channels, h, w), which a smoother
-        that follows motion needs (their visual channels); others ignore them.
-        """
+    def smooth(self, readout: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Combine this frame's readout with the state of earlier frames (identity without a smoother)."""
         if not self.config.smoothing:
             return readout, None
-        if keys is not None:
-            keys = (keys[0][:, : self.config.key_dim], keys[1][:, : self.config.key_dim])
-        return self.smoother(readout, state, keys)
+        return self.smoother(readout, state)
 
     def decode(self, features: FrameFeatures, readout: torch.Tensor) -> torch.Tensor:
         """Per-object foreground probabilities (K, 1, H, W) from the memory readout (K, value_dim, h, w)."""
