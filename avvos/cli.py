@@ -49,7 +49,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     group.add_argument("--mem-every", type=int, default=5, help="put every N-th frame in memory (default 5)")
     group.add_argument("--top-k", type=int, default=20, help="memory positions each query reads (default 20)")
-    group.add_argument("--include-last", action="store_true", help="also keep the previous frame in memory")
+    group.add_argument(
+        "--include-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also match each frame against the previous one (kept in memory until the next) (default: on for "
+        "audio-visual weights, off for visual ones such as STCN's)",
+    )
     group.add_argument(
         "--size",
         type=int,

@@ -112,11 +112,15 @@ class InferenceConfig:
     ``identity_window`` frames, which of them is the object, assuming the annotated object is the one heard
     (:mod:`avvos.identity`). None: on for audio-visual models, off for visual ones (so STCN weights give STCN's
     results).
+    ``include_last``: also match against the previous frame (kept in a one-frame temporary memory slot), so
+    that a frame is not matched only against frames up to ``mem_every`` back. None: on for audio-visual
+    models (measured on the synthetic task: higher J&F and steadier masks where look-alikes cross), off for
+    visual ones (STCN's evaluation).
     """
 
     top_k: int = 20
     mem_every: int = 5
-    include_last: bool = False
+    include_last: bool | None = None
     size: int | None = None
     max_size: int = 480
     amp: bool = False

@@ -107,6 +107,8 @@ class InferenceSession:
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         wanted = self.config.audio_identity
         self.checks_identity = model.uses_audio if wanted is None else wanted
+        last = self.config.include_last
+        self.includes_last = model.uses_audio if last is None else last
         self.reset()
 
     def reset(self) -> None:
@@ -183,7 +185,7 @@ class InferenceSession:
                     self.memory.forget_unpinned()  # frames since the first may show the look-alike as the object
             annotated = mask_tensor is not None or bool(reannotated)
             is_memory_frame = annotated or t % self.config.mem_every == 0
-            if self.object_ids and (annotated or (not end and (is_memory_frame or self.config.include_last))):
+            if self.object_ids and (annotated or (not end and (is_memory_frame or self.includes_last))):
                 temporary = not is_memory_frame
                 if new_ids:
                     self._add_objects(len(new_ids))

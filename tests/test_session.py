@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from avvos.bench import OfficialProfile
-from avvos.config import InferenceConfig
+from avvos.config import InferenceConfig, ModelConfig
 from avvos.errors import InputError, MaskError
 from avvos.memory import MemoryStore
-from avvos.model.stcn import STCN
+from avvos.model.stcn import STCN, build_model
 from avvos.session import InferenceSession, pad_amounts, processing_size
 from tests.conftest import moving_discs
 
@@ -56,6 +56,14 @@ def test_include_last_keeps_one_temporary_frame(stcn_model: STCN) -> None:
     assert session.memory.frames == 2 and session.memory.temp_size == 24  # frames 0, 5 and temporary 6
     session.step(clip[7], end=True)
     assert session.memory.temp_size == 24  # the last frame is never encoded
+
+
+def test_previous_frame_is_matched_by_default_for_audio_visual_weights_only(stcn_model: STCN) -> None:
+    audio_visual = build_model(ModelConfig.light(audio="pixel", smoothing=True))
+    assert InferenceSession(audio_visual, InferenceConfig(), "cpu").includes_last
+    assert not InferenceSession(audio_visual, InferenceConfig(include_last=False), "cpu").includes_last
+    assert not InferenceSession(stcn_model, InferenceConfig(), "cpu").includes_last  # STCN's evaluation
+    assert InferenceSession(stcn_model, InferenceConfig(include_last=True), "cpu").includes_last
 
 
 def test_sparse_readout_equals_dense_topk_softmax() -> None:
