@@ -115,7 +115,8 @@ class InferenceConfig:
     ``include_last``: also match against the previous frame (kept in a one-frame temporary memory slot), so
     that a frame is not matched only against frames up to ``mem_every`` back. None: on for audio-visual
     models (measured on the synthetic task: higher J&F and steadier masks where look-alikes cross), off for
-    visual ones (STCN's evaluation).
+    visual ones (STCN's evaluation). It encodes a memory value every frame, which halves the frame rate on CPU,
+    so live streams (``avvos live``, the web demo's webcam tab) leave it off unless asked.
     """
 
     top_k: int = 20

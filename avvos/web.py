@@ -175,9 +175,15 @@ class WebConfig:
             raise ValueError(f"--models {self.models_dir} is not a folder")
 
     def inference_config(self) -> InferenceConfig:
-        """Live sessions: frames arrive already at the processing size; memory is bounded."""
+        """Live sessions: frames arrive already at the processing size; memory is bounded; the previous frame is
+        not matched (it would halve the frame rate on CPU)."""
         return InferenceConfig(
-            top_k=self.top_k, mem_every=self.mem_every, size=None, max_size=self.size, memory_frames=self.memory_frames
+            top_k=self.top_k,
+            mem_every=self.mem_every,
+            include_last=False,
+            size=None,
+            max_size=self.size,
+            memory_frames=self.memory_frames,
         )
 
     def offline_config(self) -> InferenceConfig:

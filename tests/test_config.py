@@ -23,6 +23,18 @@ def test_web_options_with_other_names_are_converted(tmp_path: Path) -> None:
     assert config.idle_timeout_s == 3.0 and config.models_dir == tmp_path and config.host == "127.0.0.1"
 
 
+def test_previous_frame_matching_defaults() -> None:
+    """Files: the weights decide (None); ``--include-last``/``--no-include-last`` override; live web streams
+    leave it off (the frame rate), offline web videos let the weights decide."""
+    parser = build_parser()
+    assert config_from_options(InferenceConfig, parser.parse_args(["segment", "clip.mp4"])).include_last is None
+    for flag, value in (("--include-last", True), ("--no-include-last", False)):
+        args = parser.parse_args(["segment", "clip.mp4", flag])
+        assert config_from_options(InferenceConfig, args).include_last is value
+    web = config_from_args(parser.parse_args(["web"]))
+    assert web.inference_config().include_last is False and web.offline_config().include_last is None
+
+
 def test_bad_values_are_refused_with_the_field_named() -> None:
     with pytest.raises(ValueError, match="top_k"):
         config_from_options(InferenceConfig, build_parser().parse_args(["segment", "clip.mp4", "--top-k", "0"]))
