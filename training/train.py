@@ -308,14 +308,7 @@ def train(config: TrainConfig) -> STCN:
     resume_path = out_dir / RESUME_NAME
     model = _build_model(config).to(device).eval()  # eval: BatchNorm statistics stay frozen (STCN)
     network = TrainingNetwork(model).to(device)
-    wrapped: torch.nn.Module = network
-    if world > 1:
-        wrapped = DistributedDataParallel(
-            network,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,
-            find_unused_parameters=model.uses_audio and config.data.synthetic_ratio < 1,  # silent samples
-        )
+    # Frozen weights are set before DDP wraps the network: it registers the weights that need gradients then.
     if config.freeze_trunks:
         for name in trunk_parameter_names(model):
             model.get_parameter(name).requires_grad_(False)
@@ -325,7 +318,15 @@ def train(config: TrainConfig) -> STCN:
         if unmatched:
             raise ValueError(f"train_only: no parameter of this model starts with {', '.join(unmatched)}")
         for name, parameter in model.named_parameters():
-            parameter.requires_grad_(name.startswith(config.train_only))
+            parameter.requires_grad_(parameter.requires_grad and name.startswith(config.train_only))
+    wrapped: torch.nn.Module = network
+    if world > 1:
+        wrapped = DistributedDataParallel(
+            network,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+            find_unused_parameters=model.uses_audio and config.data.synthetic_ratio < 1,  # silent samples
+        )
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), config.lr_gamma)
