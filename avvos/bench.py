@@ -39,6 +39,8 @@ class BenchResult:
 
     ``early``/``late`` are medians over a window near frame 1,000 (or the first tenth of a shorter
     run) and over the last 200 frames (or last tenth), to show whether a long stream stays flat.
+    ``memory_positions``: the positions each query read at the end (the temporary slot of the previous frame
+    included); None for the official profile.
     """
 
     variant: str
@@ -192,11 +194,13 @@ def _measure(
     else:
         if variant == "unbounded":
             config = replace(config, memory_frames=None)
+        elif variant == "no-last":
+            config = replace(config, include_last=False)
         session = InferenceSession(model, config, device)
         for t in range(frames):
             session.step(clip[t % len(clip)], mask=first if t == 0 else None, end=t == frames - 1)
             tick()
-        positions = session.memory.size
+        positions = session.memory.size + session.memory.temp_size
     latencies = np.diff([start, *stamps]) * 1000
     early, late = _windows(frames)
     steady = latencies[1:] if len(latencies) > 1 else latencies

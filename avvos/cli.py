@@ -180,11 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--objects", type=int, default=2, help="objects in the generated clip (default 2)")
     bench.add_argument(
         "--compare",
-        choices=["official", "unbounded", "stcn", "none"],
+        choices=["official", "unbounded", "stcn", "no-last", "none"],
         default="official",
         help="run beside avvos: the official algorithm's cost profile (default), the same session with an "
         "unbounded memory (use with --memory-frames), the same session with the full ResNet-50 STCN network "
-        "(randomly initialised: speed only), or nothing",
+        "(randomly initialised: speed only), the same session without matching the previous frame (what live "
+        "streams do), or nothing",
     )
     bench.add_argument(
         "--arch",

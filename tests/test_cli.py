@@ -172,6 +172,19 @@ def test_bench_compares_the_light_default_with_full_stcn(capsys: pytest.CaptureF
     assert "ratio avvos/stcn: fps x" in out
 
 
+def test_bench_measures_the_cost_of_matching_the_previous_frame(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bundled audio-visual weights match the previous frame on files; ``no-last`` is the live setting."""
+    assert main(["bench", "--frames", "4", "--height", "48", "--width", "64", "--device", "cpu", "--compare",
+                 "no-last", "--json", str(tmp_path / "bench.json")]) == 0  # fmt: skip
+    assert "ratio avvos/no-last: fps x" in capsys.readouterr().out
+    results = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert [r["variant"] for r in results] == ["avvos", "no-last"]
+    # Frame 0 is in memory in both; the one with the previous frame also holds frame 2 in its temporary slot.
+    assert results[0]["memory_positions"] == 2 * results[1]["memory_positions"]
+
+
 def test_bundled_sample_runs_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
