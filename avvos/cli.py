@@ -293,8 +293,7 @@ def run_live_command(args: argparse.Namespace) -> None:
         max_frames=args.max_frames,
         max_seconds=args.max_seconds,
     )
-    # Live: the frame rate first. Matching the previous frame halves it on CPU, so it is on only when asked for.
-    config = config_from_options(InferenceConfig, args, include_last=bool(args.include_last))
+    config = config_from_options(InferenceConfig, args).for_live()
     stats = run_live(InferenceSession(model, config, device), options, log=lambda m: print(m, file=sys.stderr))
     print(stats.summary())
     if args.record:

@@ -175,16 +175,11 @@ class WebConfig:
             raise ValueError(f"--models {self.models_dir} is not a folder")
 
     def inference_config(self) -> InferenceConfig:
-        """Live sessions: frames arrive already at the processing size; memory is bounded; the previous frame is
-        not matched (it would halve the frame rate on CPU)."""
+        """Live sessions: frames arrive already at the processing size; memory is bounded; live defaults
+        (:meth:`InferenceConfig.for_live`)."""
         return InferenceConfig(
-            top_k=self.top_k,
-            mem_every=self.mem_every,
-            include_last=False,
-            size=None,
-            max_size=self.size,
-            memory_frames=self.memory_frames,
-        )
+            top_k=self.top_k, mem_every=self.mem_every, size=None, max_size=self.size, memory_frames=self.memory_frames
+        ).for_live()
 
     def offline_config(self) -> InferenceConfig:
         """Offline videos: processed at ``size`` (shorter side), masks at the video's own size."""

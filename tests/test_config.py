@@ -31,6 +31,10 @@ def test_previous_frame_matching_defaults() -> None:
     for flag, value in (("--include-last", True), ("--no-include-last", False)):
         args = parser.parse_args(["segment", "clip.mp4", flag])
         assert config_from_options(InferenceConfig, args).include_last is value
+    assert InferenceConfig().for_live().include_last is False  # live: the frame rate first
+    assert InferenceConfig(include_last=True).for_live().include_last is True
+    live = config_from_options(InferenceConfig, parser.parse_args(["live", "0", "--include-last"])).for_live()
+    assert live.include_last is True
     web = config_from_args(parser.parse_args(["web"]))
     assert web.inference_config().include_last is False and web.offline_config().include_last is None
 
