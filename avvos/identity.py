@@ -181,7 +181,8 @@ class _Track:
     missed: int = 0  # frames running without a region of its own
     size: float = 0.0  # its area when last seen alone
     merged: np.ndarray | None = None  # the region it shares with other tracks in the last frame, if any
-    share: np.ndarray | None = None  # its part of that region (the others taken to be in front of it)
+    share: np.ndarray | None = None  # the part of that region only its fitted shape covers
+    contested: np.ndarray | None = None  # the part its fitted shape shares with another track's
     partners: list[_Track] = field(default_factory=list)  # the tracks it last shared a region with
     parted: int = 0  # frames since it last shared a region
 
@@ -267,18 +268,18 @@ class SoundIdentity:
         for ri, members in sharers.items():
             members.append(holders.index(ri))
             fitted = self._fit(regions[ri], [predicted[ti] for ti in members], [self.tracks[ti] for ti in members])
-            for ti, (centre, share) in zip(members, fitted, strict=True):
+            for ti, (centre, share, contested) in zip(members, fitted, strict=True):
                 track = self.tracks[ti]
                 track.velocity = 0.8 * track.velocity + 0.2 * (centre - track.centre)
                 predicted[ti] = centre
-                track.merged, track.share, track.parted = regions[ri], share, 0
+                track.merged, track.share, track.contested, track.parted = regions[ri], share, contested, 0
                 track.partners = [self.tracks[tj] for tj in members if tj != ti]
         shared = set(sharers)
         for ti, track in enumerate(self.tracks):
             ri = holders[ti]
             state = np.full(3, np.nan)
             if not any(ti in members for members in sharers.values()):
-                track.merged = track.share = None
+                track.merged = track.share = track.contested = None
                 track.parted += 1
             if ri is None and track.merged is not None:
                 track.centre, track.region, track.missed = predicted[ti], None, 0
@@ -351,13 +352,12 @@ class SoundIdentity:
 
     def _fit(
         self, region: np.ndarray, centres: list[np.ndarray], tracks: list[_Track]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Place the object's shape for each track sharing ``region``, starting at ``centres`` and moved and
         scaled a little at a time while the shapes together cover the region better (IoU, less ``FIT_STAY`` per
-        squared radius moved). Returns, per track, its fitted centre and its share of the region: the region
-        within its shape and outside every other shape (which track is in front cannot be told from the outline,
-        and a share that leaves out a part in front is a smaller mistake than one that takes in a part of
-        another object)."""
+        squared radius moved). Returns, per track, its fitted centre, its share of the region (the region within
+        its shape and outside every other shape) and its contested part (the region within its shape and
+        another's: which track is in front there cannot be told from the outline)."""
         finder = self.finder
         ys, xs = np.nonzero(region)
         pad = int(2 * self.radius) + 2
@@ -401,8 +401,10 @@ class SoundIdentity:
         for i in range(len(at)):
             share = np.zeros_like(region)
             others = np.logical_or.reduce([shapes[j] for j in range(len(at)) if j != i])
+            contested = np.zeros_like(region)
             share[y0:y1, x0:x1] = crop & shapes[i] & ~others
-            fitted.append((at[i] + origin, share))
+            contested[y0:y1, x0:x1] = crop & shapes[i] & others
+            fitted.append((at[i] + origin, share, contested))
         return fitted
 
     def correct(self, current: np.ndarray) -> tuple[np.ndarray | None, bool]:
@@ -414,7 +416,7 @@ class SoundIdentity:
         region = self.decide(current)
         if region is not None:
             return region, True
-        share = self.heard_share()
+        share = self.heard_share(current)
         if share is not None:
             return share, False
         others = self.others()
@@ -422,13 +424,15 @@ class SoundIdentity:
             return current & ~others, False
         return None, False
 
-    def heard_share(self) -> np.ndarray | None:
-        """While the heard track shares a region with other look-alikes (they overlap or touch): its share of that
-        region (see :meth:`_fit`); else None."""
+    def heard_share(self, current: np.ndarray) -> np.ndarray | None:
+        """While the heard track shares a region with other look-alikes (they overlap or touch): the part of that
+        region that only its fitted shape covers, plus the part of its shape that overlaps another's where
+        ``current`` (the segmentation, (H, W) bool) has the object: which look-alike is in front there is the
+        segmentation's call, the outline cannot tell (see :meth:`_fit`). Else None."""
         track = self.heard_track
         if track is None or track.merged is None:
             return None
-        return track.share
+        return track.share | (track.contested & current)
 
     def others(self) -> np.ndarray | None:
         """While the heard track is seen on its own: the regions held by every other look-alike seen on its own in
