@@ -40,6 +40,8 @@ FIT_STAY = 0.2
 #: Chromaticity histogram bins per axis for the look-alike search.
 CHROMA_BINS = 16
 _KERNEL3 = np.ones((3, 3), np.uint8)
+#: How much of the motion a fitted shape shows inside a merge goes into its track's velocity each frame.
+MERGE_GAIN = 0.2
 
 
 def loudness(window: np.ndarray | torch.Tensor) -> float | None:
@@ -270,7 +272,7 @@ class SoundIdentity:
             fitted = self._fit(regions[ri], [predicted[ti] for ti in members], [self.tracks[ti] for ti in members])
             for ti, (centre, share, contested) in zip(members, fitted, strict=True):
                 track = self.tracks[ti]
-                track.velocity = 0.8 * track.velocity + 0.2 * (centre - track.centre)
+                track.velocity = (1 - MERGE_GAIN) * track.velocity + MERGE_GAIN * (centre - track.centre)
                 predicted[ti] = centre
                 track.merged, track.share, track.contested, track.parted = regions[ri], share, contested, 0
                 track.partners = [self.tracks[tj] for tj in members if tj != ti]
