@@ -31,9 +31,7 @@ class ModelConfig:
       ``audio_dim`` channels join the visual key; they start at zero, so an untrained audio model
       matches exactly as the visual model does.
     * ``smoothing``: a per-object convolutional GRU over successive memory readouts; its output
-      starts at zero, so an untrained smoother changes nothing. ``smoothing_sensory``: its state also takes in,
-      after each frame, the memory value of that frame's output mask (as XMem's sensory memory), so the next
-      readout is corrected by where the object was last seen; this step also starts at zero.
+      starts at zero, so an untrained smoother changes nothing.
     * ``process_size``: the shorter side these weights work at (set when they are exported, from the
       resolution they were trained and measured at); larger frames are scaled down to it unless
       :attr:`InferenceConfig.size` says otherwise. None: STCN's rule (as is up to 480p).
@@ -50,7 +48,6 @@ class ModelConfig:
     audio_embed_dim: int = 128
     smoothing: bool = False
     smoothing_dim: int = 64
-    smoothing_sensory: bool = False
     process_size: int | None = None
 
     def __post_init__(self) -> None:
@@ -60,8 +57,6 @@ class ModelConfig:
             raise ValueError(f"key_backbone must be resnet50 or mobilenet_v2, got {self.key_backbone!r}")
         if self.value_backbone not in ("resnet18", "mobilenet_v2"):
             raise ValueError(f"value_backbone must be resnet18 or mobilenet_v2, got {self.value_backbone!r}")
-        if self.smoothing_sensory and not self.smoothing:
-            raise ValueError("smoothing_sensory needs smoothing: the sensory step is part of the readout smoother")
         if self.audio not in ("none", "frame", "pixel", "sync"):
             raise ValueError(f"audio must be none, frame, pixel or sync, got {self.audio!r}")
         object.__setattr__(self, "decoder_dims", tuple(self.decoder_dims))

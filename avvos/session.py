@@ -48,7 +48,9 @@ def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, 
     return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2
 
 
-def processing_size(height: int, width: int, config: InferenceConfig, model_size: int | None = None) -> tuple[int, int]:
+def processing_size(
+    height: int, width: int, config: InferenceConfig, model_size: int | None = None
+) -> tuple[int, int]:
     """The (height, width) frames are processed at: ``config.size`` on the shorter side, or the
     input size when its shorter side is at most ``config.max_size`` and the weights' own
     ``model_size`` (:attr:`ModelConfig.process_size`), else scaled down to the smaller of the two."""
@@ -183,16 +185,12 @@ class InferenceSession:
                     self.memory.forget_unpinned()  # frames since the first may show the look-alike as the object
             annotated = mask_tensor is not None or bool(reannotated)
             is_memory_frame = annotated or t % self.config.mem_every == 0
-            stores = annotated or (not end and (is_memory_frame or self.includes_last))
-            senses = not end and self.config.smoothing and self.model.senses_output
-            if self.object_ids and (stores or senses):
+            if self.object_ids and (annotated or (not end and (is_memory_frame or self.includes_last))):
+                temporary = not is_memory_frame
                 if new_ids:
                     self._add_objects(len(new_ids))
                 values = self.model.encode_value(padded, features, probs[1:, None])
-                if stores:
-                    self.memory.add(features.key[0], values, not is_memory_frame)
-                if senses:
-                    self.smoothing_state = self.model.absorb(values, self.smoothing_state)
+                self.memory.add(features.key[0], values, temporary)
             elif new_ids:
                 self._add_objects(len(new_ids))
         return self._output(t, probs, reannotated)

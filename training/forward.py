@@ -2,8 +2,7 @@
 
 Frame 0's memory value comes from its ground truth; every later frame is segmented from the memory of all
 frames before it, and its memory value is then encoded from its own *predicted* soft mask (not detached), so
-errors propagate as they do at inference. The readout smoother's state is carried from frame to frame (a
-sensory smoother's state also takes in each frame's memory value, as at inference).
+errors propagate as they do at inference. The readout smoother's state is carried from frame to frame.
 Training reads memory with the full softmax over all memory positions (STCN uses top-k only at inference).
 
 Audio models also return the *sounding map* of every frame: the sum of its audio key channels times
@@ -109,7 +108,7 @@ class TrainingNetwork(nn.Module):
         scale = 1 / math.sqrt(net.config.key_dim)
         height, width = key.shape[-2:]
         values = [self._encode_values(images[:, 0], f16[:, 0], masks[:, 0] * selector[:, :, None, None])]
-        state = net.absorb(values[0].flatten(0, 1), None)
+        state = None
         outputs = []
         for t in range(1, steps):
             memory_keys = key[:, :t].transpose(1, 2).flatten(2)
@@ -131,7 +130,6 @@ class TrainingNetwork(nn.Module):
             if t < steps - 1:
                 soft = torch.softmax(aggregated, dim=1)[:, 1:]
                 values.append(self._encode_values(images[:, t], f16[:, t], soft))
-                state = net.absorb(values[-1].flatten(0, 1), state)
         return torch.stack(outputs, dim=1), sounding.view(batch, steps, height, width)
 
     def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ class STCN(nn.Module):
             self.audio_encoder = AudioEncoder(config.audio_embed_dim)
             self.audio_key = AudioKey(config.audio, f16_dim, config.audio_embed_dim, config.audio_dim)
         if config.smoothing:
-            self.smoother = ReadoutSmoother(config.value_dim, config.smoothing_dim, config.smoothing_sensory)
+            self.smoother = ReadoutSmoother(config.value_dim, config.smoothing_dim)
 
     @property
     def uses_audio(self) -> bool:
@@ -117,18 +117,6 @@ class STCN(nn.Module):
         if not self.config.smoothing:
             return readout, None
         return self.smoother(readout, state)
-
-    @property
-    def senses_output(self) -> bool:
-        """Whether the smoother's state takes in each frame's output (``ModelConfig.smoothing_sensory``)."""
-        return self.config.smoothing and self.config.smoothing_sensory
-
-    def absorb(self, values: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor | None:
-        """The smoother's state after a frame whose memory values (K, value_dim, h, w) were encoded from its output
-        (unchanged unless the smoother is sensory)."""
-        if not self.senses_output:
-            return state
-        return self.smoother.absorb(values, state)
 
     def decode(self, features: FrameFeatures, readout: torch.Tensor) -> torch.Tensor:
         """Per-object foreground probabilities (K, 1, H, W) from the memory readout (K, value_dim, h, w)."""

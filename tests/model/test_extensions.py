@@ -124,40 +124,6 @@ def test_smoother_state_follows_objects(stcn_model) -> None:
     assert session.smoothing_state is None
 
 
-def test_sensory_smoother_starts_as_the_plain_one_and_takes_in_every_output(stcn_model) -> None:
-    """A sensory step added to a smoother changes nothing until its gain moves off zero; then the state takes in
-    every frame's output (also frames that are not put in memory), and the masks change."""
-    plain = _warm_start(ModelConfig(smoothing=True), stcn_model)
-    torch.nn.init.normal_(plain.smoother.out.weight, std=0.1)
-    sensory = _warm_start(ModelConfig(smoothing=True, smoothing_sensory=True), stcn_model)
-    missing, _ = sensory.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(k.startswith("smoother.sense") for k in missing)
-    base, same = _labels_and_probs(plain), _labels_and_probs(sensory)
-    assert all(torch.allclose(a.probs, b.probs, atol=1e-6) for a, b in zip(base, same, strict=True))
-    with torch.no_grad():
-        sensory.smoother.sense_gain.fill_(1.0)
-    clip, first = moving_discs(frames=4)
-    session = InferenceSession(sensory, InferenceConfig(include_last=False, mem_every=100), "cpu")
-    states = []
-    for t in range(4):
-        session.step(clip[t], mask=first if t == 0 else None)
-        states.append(session.smoothing_state.clone())
-        if t == 0:
-            stored = session.memory.size
-    assert session.memory.size == stored  # only the first frame is stored, yet the state moved every frame
-    assert all((a - b).abs().max() > 1e-4 for a, b in zip(states, states[1:], strict=False))
-    changed = _labels_and_probs(sensory)
-    assert max((a.probs - b.probs).abs().max().item() for a, b in zip(base, changed, strict=True)) > 1e-3
-    off = _labels_and_probs(sensory, config=InferenceConfig(smoothing=False))
-    stcn = _labels_and_probs(stcn_model)
-    assert all(torch.allclose(a.probs, b.probs, atol=1e-5) for a, b in zip(stcn, off, strict=True))
-
-
-def test_sensory_smoothing_needs_the_smoother() -> None:
-    with pytest.raises(ValueError, match="smoothing_sensory needs smoothing"):
-        ModelConfig(smoothing_sensory=True)
-
-
 def test_light_variant_shapes_size_and_checkpoint(tmp_path: Path) -> None:
     config = ModelConfig.light(audio="pixel", smoothing=True)
     model = build_model(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
@@ -15,16 +14,14 @@ from training.forward import SOUNDING_SCALE, TrainingNetwork, read_memory
 from training.loss import aggregate_logits
 
 
-def _model(sensory: bool = False) -> STCN:
+def _model() -> STCN:
     """A light model with audio and smoothing whose zero-initialised outputs are made to matter."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig.light(audio="pixel", smoothing=True, smoothing_sensory=sensory))
+    model = build_model(ModelConfig.light(audio="pixel", smoothing=True))
     with torch.no_grad():
         for layer in (model.audio_key.proj, model.smoother.out):
             layer.weight.normal_(0, 0.05)
             layer.bias.normal_(0, 0.05)
-        if sensory:
-            model.smoother.sense_gain.fill_(0.7)
     return model
 
 
@@ -49,12 +46,13 @@ def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.
         store.add_objects(masks.shape[2])
         state = None
         per_sample = []
-        probs = masks[b, 0] * selector[b, :, None, None]
         for t in range(frames.shape[1]):
             image = (frames[b, t][None] - mean) / std
             embedding = model.encode_audio(audio[b, t][None]) if has_audio[b] else None
             features = model.encode_key(image, embedding)
-            if t > 0:
+            if t == 0:
+                probs = masks[b, 0] * selector[b, :, None, None]
+            else:
                 readout = store.read(features.key[0], top_k=10**6)
                 readout, state = model.smooth(readout, state)
                 prob = torch.sigmoid(model.decode_logits(features, readout))[:, 0] * selector[b, :, None, None]
@@ -62,16 +60,13 @@ def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.
                 per_sample.append(aggregated[0])
                 probs = torch.softmax(aggregated, dim=1)[0, 1:]
             if t < frames.shape[1] - 1:
-                values = model.encode_value(image, features, probs[:, None])
-                store.add(features.key[0], values)
-                state = model.absorb(values, state)
+                store.add(features.key[0], model.encode_value(image, features, probs[:, None]))
         outputs.append(torch.stack(per_sample))
     return torch.stack(outputs)
 
 
-@pytest.mark.parametrize("sensory", [False, True])
-def test_training_forward_matches_frame_by_frame_inference(sensory: bool) -> None:
-    model = _model(sensory)
+def test_training_forward_matches_frame_by_frame_inference() -> None:
+    model = _model()
     torch.manual_seed(2)
     frames = torch.rand(2, 4, 3, 48, 64)
     masks = torch.zeros(2, 4, 2, 48, 64)
@@ -101,9 +96,8 @@ def test_training_forward_matches_frame_by_frame_inference(sensory: bool) -> Non
     torch.testing.assert_close(all_silent, expected, atol=2e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("sensory", [False, True])
-def test_gradients_reach_every_module_through_predicted_masks(sensory: bool) -> None:
-    model = _model(sensory)
+def test_gradients_reach_every_module_through_predicted_masks() -> None:
+    model = _model()
     frames = torch.rand(1, 3, 3, 32, 32)
     masks = torch.zeros(1, 3, 1, 32, 32)
     masks[..., 8:24, 8:24] = 1
@@ -114,6 +108,3 @@ def test_gradients_reach_every_module_through_predicted_masks(sensory: bool) -> 
     for name in ("key_encoder", "value_encoder", "key_proj", "key_comp", "decoder", "audio_encoder", "smoother"):
         grads = [p.grad for p in getattr(model, name).parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
-    if sensory:
-        assert model.smoother.sense_gain.grad is not None and model.smoother.sense_gain.grad.abs() > 0
-        assert model.smoother.sense.weight.grad.abs().sum() > 0
