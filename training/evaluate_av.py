@@ -17,8 +17,14 @@ Each ``--model NAME=PATH`` is run on
   (:mod:`avvos.identity`; its effect on J&F and on frames per second, side by side).
 
 The clips are written to ``<out>/data`` on the first run (evaluation seeds, 240x432, 40 frames at 25 fps) and
-reused (``--frames``, ``--height``, ``--width`` change what is written). Prints a table and writes
-``<out>/results.json``; the gain from audio is J&F(crossing) - J&F(silent).
+reused (``--frames``, ``--height``, ``--width`` change what is written). ``--data DIR`` scores the clips already
+in ``DIR`` instead, e.g. those of the independent generator, which follows the task's definition but not this
+project's generator::
+
+    python -m training.independent_av_sync runs/indep --clips 48 --seed 777000
+    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/indep --out runs/ind
+
+Prints a table and writes ``<out>/results.json``; the gain from audio is J&F(crossing) - J&F(silent).
 """
 
 from __future__ import annotations
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per written clip (default 40)")
     parser.add_argument("--height", type=int, default=240, help="height of written clips (default 240)")
     parser.add_argument("--width", type=int, default=432, help="width of written clips (default 432)")
+    parser.add_argument("--data", type=Path, help="score the clips already in this folder (all three splits)")
     args = parser.parse_args(argv)
     models = {}
     for spec in args.model:
@@ -124,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--model takes NAME=PATH, got {spec!r}")
         models[name] = Path(path)
     out = Path(args.out)
-    data = out / "data"
-    ensure_data(data, args.clips, AVSyncConfig(frames=args.frames, height=args.height, width=args.width))
+    if args.data is not None:
+        data = args.data
+        missing = [s for s in ("crossing", "distinct", "silent") if not (data / "ImageSets" / f"{s}.txt").is_file()]
+        if missing:
+            parser.error(f"--data {data} has no ImageSets/{{{','.join(missing)}}}.txt")
+    else:
+        data = out / "data"
+        ensure_data(data, args.clips, AVSyncConfig(frames=args.frames, height=args.height, width=args.width))
     device = resolve_device(args.device)
     conditions = CONDITIONS + (SMOOTHING_OFF if args.smoothing_off else ())
     conditions += IDENTITY_OFF if args.identity_off else ()
@@ -155,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             silent = by["silent"]["by_mapping"].get(mapping)
             gain = f", gain {crossing['J&F-Mean'] - silent['J&F-Mean']:+.3f}" if silent else ""
             print(f"  crossing, {mapping} mapping ({crossing['clips']} clips): J&F {crossing['J&F-Mean']:.3f}{gain}")
-    settings = {"clips": args.clips, "seed": EVAL_SEED_START, "inference": dataclasses.asdict(InferenceConfig())}
+    settings = {
+        "data": str(data),
+        "clips": results[0]["clips"] if results else 0,
+        "seed": None if args.data is not None else EVAL_SEED_START,  # None: clips written elsewhere
+        "inference": dataclasses.asdict(InferenceConfig()),
+    }
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
     return 0
 

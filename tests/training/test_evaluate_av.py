@@ -37,3 +37,23 @@ def test_every_condition_is_scored(tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(list((out / "masks" / "tiny" / "crossing").rglob("*.png"))) == 8
     with pytest.raises(SystemExit):
         main(["--model", "no-equals-sign"])
+
+
+def test_clips_written_elsewhere_are_scored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--data``: the clips of the independent generator, scored as they are (nothing written to ``<out>/data``)."""
+    from training.independent_av_sync import main as generate
+
+    torch.manual_seed(0)
+    weights = tmp_path / "av.safetensors"
+    save_checkpoint(build_model(ModelConfig.light(audio="pixel", smoothing=True)), weights)
+    data = tmp_path / "indep"
+    size = ["--frames", "16", "--height", "64", "--width", "96"]
+    assert generate([str(data), "--clips", "1", "--seed", "3", *size]) == 0
+    out = tmp_path / "eval"
+    argv = ["--model", f"tiny={weights}", "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["data"] == str(data) and results["settings"]["seed"] is None
+    assert [r["clips"] for r in results["results"]] == [1, 1, 1, 1] and not (out / "data").exists()
+    with pytest.raises(SystemExit):
+        main(["--model", f"tiny={weights}", "--data", str(tmp_path / "nowhere"), "--out", str(out)])
