@@ -13,8 +13,9 @@ touching and short occlusions), correlates each track's state with the loudness 
 and, when one track follows the sound clearly better than every other (for ``patience`` frames running) while
 the object's segmentation is elsewhere, it re-annotates the object with that track's region; the session then
 also forgets its memory frames since the first (they may show the look-alike as the object), so matching
-follows the heard one from then on. With no sound, or a sound that does not rise and fall, nothing is ever
-re-annotated.
+follows the heard one from then on. Until the sound has picked one, the annotated look-alike's own track is taken
+to be the heard one (the annotation says so; the sound overrules it). With no sound, or a sound that does not
+rise and fall, nothing is ever re-annotated.
 
 Look-alikes that overlap are one region: each track sharing it gets the object's shape fitted where its motion
 puts it, and the heard one's share of the region is the output while they overlap. When they part, which track
@@ -42,6 +43,9 @@ CHROMA_BINS = 16
 _KERNEL3 = np.ones((3, 3), np.uint8)
 #: How much of the motion a fitted shape shows inside a merge goes into its track's velocity each frame.
 MERGE_GAIN = 0.2
+#: Until the sound picks a look-alike, take the annotated one (followed by its motion) to be the heard one, once
+#: the sound rises and falls (without a sound that does, nothing changes).
+TRUST_ANNOTATED = True
 
 
 def loudness(window: np.ndarray | torch.Tensor) -> float | None:
@@ -241,6 +245,7 @@ class SoundIdentity:
         self.tracks: list[_Track] = []
         self.memory = 3 * window  # frames of states kept, so that scores reach back past merges and occlusions
         self._heard: deque[float] = deque(maxlen=self.memory)
+        self.annotated_track: _Track | None = None  # the annotated look-alike's track, until the sound picks one
         self._streak = 0
 
     def push(self, image: np.ndarray, heard: float | None) -> None:
@@ -308,6 +313,9 @@ class SoundIdentity:
                 states.append(region_state(gray, region))
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region, size=sizes[ri]))
         self._heard.append(math.nan if heard is None else heard)
+        if len(self._heard) == 1:
+            own = [t for t in self.tracks if t.region is not None and (t.region & self.finder._mask).any()]
+            self.annotated_track = max(own, key=lambda t: (t.region & self.finder._mask).sum()) if own else None
         self._untangle()
 
     def _untangle(self) -> None:
@@ -335,6 +343,8 @@ class SoundIdentity:
                     b.states = deque(before_a + after_b, maxlen=self.memory)
                     if self.heard_track is a or self.heard_track is b:
                         self.heard_track = b if self.heard_track is a else a
+                    if self.annotated_track is a or self.annotated_track is b:
+                        self.annotated_track = b if self.annotated_track is a else a
 
     def _follows(self, states: list[np.ndarray], heard: np.ndarray) -> float:
         """How well a track's states (one per frame, the last matching the last loudness) follow the loudness
@@ -467,8 +477,9 @@ class SoundIdentity:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
         last frame pushed. The heard track is the one that follows the sound better than every other track by
         ``margin`` for ``patience`` frames running; with ``follow``, it stays the heard track (followed by its
-        motion) until another one beats it so. Its region is returned when ``current`` does not cover it
-        (IoU < 0.6)."""
+        motion) until another one beats it so. Before any track has won so, the annotated look-alike's track is
+        the heard one once the loudness rises and falls by ``min_range`` (:data:`TRUST_ANNOTATED`). Its region is
+        returned when ``current`` does not cover it (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
         clear = known.sum() >= 2 and self.heard_range() >= self.min_range
@@ -477,8 +488,16 @@ class SoundIdentity:
             best = int(order[0])
             clear = scores[best] >= self.min_score and scores[best] - scores[order[1]] > self.margin
         self._streak = self._streak + 1 if clear else 0
+        if (
+            TRUST_ANNOTATED
+            and self.heard_track is None
+            and self.annotated_track in self.tracks
+            and self.heard_range() >= self.min_range
+        ):
+            self.heard_track = self.annotated_track
         if clear and self._streak >= self.patience:
             self.heard_track = self.tracks[best]
+            self.annotated_track = None
         elif not self.follow:
             self.heard_track = None
         if self.heard_track is None:

@@ -139,6 +139,31 @@ def test_sound_identity_keeps_each_disc_through_a_crossing() -> None:
     assert len(identity.tracks) == 2  # no track lost or started through the crossing
 
 
+@pytest.mark.parametrize("trust", [True, False])
+def test_sound_identity_keeps_the_annotated_disc_until_the_sound_tells(trust: bool, monkeypatch) -> None:
+    """Both discs follow the sound alike, so it never picks one; once the sound rises and falls, the annotated
+    disc (followed by its motion) is taken to be the heard one, and the segmentation straying to the other is
+    corrected. A flat sound (or none) changes nothing, and neither does the check without that trust."""
+    monkeypatch.setattr("avvos.identity.TRUST_ANNOTATED", trust)
+    rng = np.random.default_rng(5)
+    frames = 20
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    clip = list(_two_discs(frames, 0, envelope, envelope))  # masks per frame: (annotated disc, other disc)
+    first_image, (first_annotated, _) = clip[0]
+    for condition in ("heard", "flat"):
+        identity = SoundIdentity(LookalikeFinder(first_image, first_annotated), window=12)
+        picked = {}
+        for t, (image, (annotated, other)) in enumerate(clip):
+            identity.push(image, -6 + 4 * envelope[t] if condition == "heard" else -6.0)
+            region = identity.decide(other)  # the segmentation has strayed to the other disc
+            if region is not None:
+                picked[t] = _iou(region, annotated)
+        if condition == "heard" and trust:
+            assert set(range(8, frames)) <= set(picked) and min(picked.values()) > 0.8
+        else:
+            assert picked == {}
+
+
 @pytest.mark.parametrize("follow", [True, False])
 def test_sound_identity_follows_the_heard_disc_after_the_sound_stops(follow: bool) -> None:
     """Once the sound has pointed to a disc, the check keeps that disc (followed by its motion) through a stretch
