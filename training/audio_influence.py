@@ -7,7 +7,8 @@ Why: a model can have audio channels that learn yet change no mask; this says by
 Prints, for the first clip of ``ImageSets/crossing.txt`` under ``--data`` (written by ``training.evaluate_av``):
 the RMS of the visual and of the audio key channels (frame 0 with its sound, normalised as the session
 does), and the largest change of any object probability over the clip between running it with its sound
-and without audio. Then, over every crossing clip, the *sounding contrast*: the clip's sounding map (what
+and without audio, with the identity check (:mod:`avvos.identity`, which also uses the sound) switched off.
+Then, over every crossing clip, the *sounding contrast*: the clip's sounding map (what
 ``training.loss.sounding_loss`` trains: the audio key channels' sum times ``SOUNDING_SCALE``) averaged over
 the target's cells minus over the distractors' cells, per visible mapping. Zero means the audio channels
 do not tell the heard object from its look-alikes, whatever their size.
@@ -55,7 +56,7 @@ def audio_influence(model: STCN, data: Path) -> dict[str, float]:
     runs: dict[bool, torch.Tensor] = {}
     rms: dict[str, float] = {}
     for with_audio in (True, False):
-        session = InferenceSession(model, InferenceConfig(), "cpu")
+        session = InferenceSession(model, InferenceConfig(audio_identity=False), "cpu")  # the channels alone
         probs = []
         with open_frames(frames_dir, fps=25.0) as source, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*running without audio")
