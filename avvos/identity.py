@@ -482,18 +482,14 @@ class SoundIdentity:
         returned when ``current`` does not cover it (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
-        clear = known.sum() >= 2 and self.heard_range() >= self.min_range
+        varied = self.heard_range() >= self.min_range
+        clear = known.sum() >= 2 and varied
         if clear:
             order = np.argsort(-np.where(known, scores, -np.inf))
             best = int(order[0])
             clear = scores[best] >= self.min_score and scores[best] - scores[order[1]] > self.margin
         self._streak = self._streak + 1 if clear else 0
-        if (
-            TRUST_ANNOTATED
-            and self.heard_track is None
-            and self.annotated_track in self.tracks
-            and self.heard_range() >= self.min_range
-        ):
+        if TRUST_ANNOTATED and varied and self.heard_track is None and self.annotated_track in self.tracks:
             self.heard_track = self.annotated_track
         if clear and self._streak >= self.patience:
             self.heard_track = self.tracks[best]

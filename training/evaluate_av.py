@@ -38,7 +38,7 @@ from pathlib import Path
 
 from avvos.checkpoint import load_model
 from avvos.config import InferenceConfig, resolve_device
-from avvos.data.av_sync import EVAL_SEED_START, AVSyncConfig, read_meta, write_dataset
+from avvos.data.av_sync import EVAL_SEED_START, SPLITS, AVSyncConfig, read_meta, write_dataset
 from avvos.metrics import evaluate_av_sync, read_imageset
 from avvos.segment import segment_sequence
 from avvos.session import InferenceSession
@@ -64,7 +64,7 @@ IDENTITY_OFF = (
 
 def ensure_data(root: Path, clips: int, config: AVSyncConfig) -> None:
     """Write the three splits' evaluation clips under ``root`` unless they are there already."""
-    for split in ("crossing", "distinct", "silent"):
+    for split in SPLITS:
         listing = root / "ImageSets" / f"{split}.txt"
         if listing.is_file() and len(read_imageset(listing)) == clips:
             continue
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.data is not None:
         data = args.data
-        missing = [s for s in ("crossing", "distinct", "silent") if not (data / "ImageSets" / f"{s}.txt").is_file()]
+        missing = [s for s in SPLITS if not (data / "ImageSets" / f"{s}.txt").is_file()]
         if missing:
             parser.error(f"--data {data} has no ImageSets/{{{','.join(missing)}}}.txt")
     else:
