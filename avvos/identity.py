@@ -46,6 +46,8 @@ MERGE_GAIN = 0.2
 #: Until the sound picks a look-alike, take the annotated one (followed by its motion) to be the heard one, once
 #: the sound rises and falls (without a sound that does, nothing changes).
 TRUST_ANNOTATED = True
+#: A region this many times its holder's size, with another track predicted near it, is taken for two look-alikes.
+BLOB_GROWTH = 1.25
 
 
 def loudness(window: np.ndarray | torch.Tensor) -> float | None:
@@ -266,10 +268,19 @@ class SoundIdentity:
             if holders[ti] is None and ri not in taken and distance <= reach:
                 holders[ti] = ri
                 taken.add(ri)
-        # A track left without a region whose predicted centre lies in a taken region shares it (merged).
+        # A track left without a region whose predicted centre lies in a taken region shares it (merged); so does
+        # one predicted near a taken region that has grown well past its holder's size (two look-alikes seen as
+        # one blob, the second one's motion having overshot it).
         sharers: dict[int, list[int]] = {}
         for ti, p in enumerate(predicted):
             inside = [ri for ri in taken if _covers(regions[ri], p)] if holders[ti] is None else []
+            if holders[ti] is None and not inside:
+                inside = [
+                    ri
+                    for ri in taken
+                    if sizes[ri] >= BLOB_GROWTH * max(self.tracks[holders.index(ri)].size, 1.0)
+                    and np.hypot(*(centres[ri] - p)) <= math.sqrt(sizes[ri] / math.pi) + self.radius
+                ]
             if inside:
                 sharers.setdefault(inside[0], []).append(ti)
         for ri, members in sharers.items():

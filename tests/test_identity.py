@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import avvos.identity as identity_module
 from avvos.checkpoint import load_model, save_checkpoint
 from avvos.cli import main
 from avvos.config import InferenceConfig
@@ -339,6 +340,25 @@ def test_sound_identity_untangles_discs_that_bounce_off_each_other(untangle: boo
             picked[t] = _iou(region, heard)
     late = [picked.get(t, 0.0) for t in range(20, frames)]  # they part at frame 18
     assert (min(late) > 0.8) == untangle
+
+
+@pytest.mark.parametrize("blob", [True, False])
+def test_a_blob_of_two_lookalikes_is_shared_not_taken_for_one(blob: bool, monkeypatch) -> None:
+    """The other disc turns sharply onto the heard one, so its motion puts it just outside the blob the two now make:
+    the blob (well past one disc's size) is shared by both tracks and neither records the blob's state as its own.
+    Without that rule one track holds the blob as if it were one disc and the other is lost."""
+    if not blob:
+        monkeypatch.setattr(identity_module, "BLOB_GROWTH", float("inf"))
+
+    def turn(t: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        return (45, 48), ((80, 48) if t < 6 else (58, 50))
+
+    identity = [check for check, _ in _pair_with_sound(5, 8, turn)][-1]
+    merged = [track.merged is not None for track in identity.tracks]
+    recorded = [bool(np.isfinite(track.states[-1]).all()) for track in identity.tracks]
+    assert len(identity.tracks) == 2
+    assert (merged == [True, True] and recorded == [False, False]) == blob
+    assert (sorted(recorded) == [False, True] and any(track.missed for track in identity.tracks)) == (not blob)
 
 
 def test_sound_identity_names_the_other_lookalikes_once_one_is_heard() -> None:
