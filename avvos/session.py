@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.errors import InputError, MaskError
-from avvos.identity import LookalikeFinder, SoundIdentity, loudness
+from avvos.identity import SoundIdentity, find_lookalikes, loudness
 from avvos.memory import MemoryStore
 from avvos.model.aggregate import aggregate, label_map
 from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
@@ -206,8 +206,8 @@ class InferenceSession:
         height, width = probs.shape[-2:]
         labels = label_map(probs[:, top : height - bottom, left : width - right]).cpu().numpy()
         for object_id in new_ids if len(self.object_ids) == 1 else []:
-            finder = LookalikeFinder(picture, labels == self.object_ids.index(object_id) + 1)
-            if finder.area >= 16 and finder.lookalikes(picture):
+            finder = find_lookalikes(picture, labels == self.object_ids.index(object_id) + 1)
+            if finder is not None:
                 self.identities[object_id] = SoundIdentity(finder, self.config.identity_window)
         if len(self.object_ids) > 1:
             self.identities.clear()  # the sound can point to one object only

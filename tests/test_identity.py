@@ -16,7 +16,7 @@ from avvos.checkpoint import load_model, save_checkpoint
 from avvos.cli import main
 from avvos.config import InferenceConfig
 from avvos.data.av_sync import write_wav
-from avvos.identity import LookalikeFinder, SoundIdentity, loudness
+from avvos.identity import LookalikeFinder, SoundIdentity, find_lookalikes, loudness
 from avvos.masks import read_mask, write_mask
 from avvos.model.stcn import build_model
 from avvos.session import InferenceSession
@@ -71,6 +71,22 @@ def test_touching_lookalikes_are_found_one_by_one() -> None:
 def test_no_lookalikes_on_a_plain_background() -> None:
     image, (target,) = _scene([(60, 40)], [1.0], [(200, 40, 40)])
     assert LookalikeFinder(image, target).lookalikes(image) == []
+    assert find_lookalikes(image, target) is None  # at no colour test
+
+
+def test_a_twin_touching_a_patch_of_nearly_its_colour_is_found_at_a_stricter_colour_test() -> None:
+    """A flat background patch of nearly the discs' colour touches the dimmer twin: at the loose colour test the
+    twin and the patch are one region, whose outline is mostly the patch's soft one, so nothing is found; a
+    stricter test leaves the patch out and finds the twin."""
+    red = (200, 40, 40)
+    image, (target, twin) = _scene([(30, 30), (110, 50)], [1.0, 0.7], [red, red])
+    image[40:, 118:] = (210, 50, 60)
+    cv2.circle(image, (110, 50), RADIUS, [round(0.7 * c) for c in red], -1)
+    assert LookalikeFinder(image, target, colour=2.0).lookalikes(image) == []
+    finder = find_lookalikes(image, target)
+    assert finder is not None
+    found = finder.lookalikes(image)
+    assert len(found) == 1 and _iou(found[0], twin) > 0.9
 
 
 def test_loudness_ignores_padding_and_grows_with_the_sound() -> None:
