@@ -240,7 +240,9 @@ class SoundIdentity:
     ``min_range``: the loudness (natural log of energy) must rise and fall by at least this much within the
     window, else the sound says nothing; ``min_score``: the heard track's own correlation must reach this;
     ``min_frames``: tracks are scored once they have this many frames with both state and sound; ``follow``:
-    once the sound has pointed to a track, keep re-annotating the object with it while the sound is unclear.
+    once the sound has pointed to a track, keep re-annotating the object with it while the sound is unclear;
+    ``pick_frames``: the sound picks a track only when it and the runner-up each have this many such frames in the
+    window (two independent loudness envelopes often agree over four or five frames by chance).
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class SoundIdentity:
         min_score: float = 0.6,
         min_frames: int = 4,
         follow: bool = True,
+        pick_frames: int = 8,
     ) -> None:
         if window < 4:
             raise ValueError(f"the identity window must be at least 4 frames, got {window}")
@@ -261,6 +264,7 @@ class SoundIdentity:
         self.min_score = min_score
         self.min_frames = max(4, min(min_frames, window))
         self.follow = follow
+        self.pick_frames = max(self.min_frames, min(pick_frames, window))
         self.heard_track: _Track | None = None  # the track the sound last pointed to, while it is followed
         self.radius = math.sqrt(max(finder.area, 1) / math.pi)
         self.tracks: list[_Track] = []
@@ -496,6 +500,12 @@ class SoundIdentity:
         heard = heard[np.isfinite(heard)]
         return float(np.ptp(heard)) if heard.size >= self.min_frames else 0.0
 
+    def _evidence(self, track: _Track) -> int:
+        """Frames within the window in which both the track's state and the sound are known."""
+        steps = np.array(track.states)[-len(self._heard) :, 0]
+        heard = np.array(self._heard)[-len(steps) :]
+        return min(int((np.isfinite(steps) & np.isfinite(heard)).sum()), self.window)
+
     def scores(self) -> np.ndarray:
         """(tracks,) how well each track's state follows the loudness over the window: the largest over its
         states of the correlation (louder: brighter, larger, mouth wider); NaN for a track with fewer than
@@ -506,7 +516,7 @@ class SoundIdentity:
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
         last frame pushed. The heard track is the one that follows the sound better than every other track by
-        ``margin`` for ``patience`` frames running; with ``follow``, it stays the heard track (followed by its
+        ``margin`` for ``patience`` frames running, judged on at least ``pick_frames`` frames; with ``follow``, it stays the heard track (followed by its
         motion) until another one beats it so. Before any track has won so, the annotated look-alike's track is
         the heard one once the loudness rises and falls by ``min_range`` (:data:`TRUST_ANNOTATED`). Its region is
         returned when ``current`` does not cover it (IoU < 0.6)."""
@@ -518,6 +528,7 @@ class SoundIdentity:
             order = np.argsort(-np.where(known, scores, -np.inf))
             best = int(order[0])
             clear = scores[best] >= self.min_score and scores[best] - scores[order[1]] > self.margin
+            clear = clear and min(self._evidence(self.tracks[i]) for i in order[:2]) >= self.pick_frames
         self._streak = self._streak + 1 if clear else 0
         if TRUST_ANNOTATED and varied and self.heard_track is None and self.annotated_track in self.tracks:
             self.heard_track = self.annotated_track

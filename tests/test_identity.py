@@ -181,6 +181,29 @@ def test_sound_identity_keeps_the_annotated_disc_until_the_sound_tells(trust: bo
             assert picked == {}
 
 
+@pytest.mark.parametrize("pick_frames", [8, 4])
+def test_the_sound_needs_enough_frames_to_pick_another_lookalike(pick_frames: int) -> None:
+    """The other disc's brightness happens to follow the sound exactly in the first frames (the heard, annotated one
+    follows it with noise): a pick made on a handful of frames takes the wrong disc, one that waits for
+    ``pick_frames`` frames of evidence keeps the annotated disc throughout."""
+    rng = np.random.default_rng(2)
+    frames = 24
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + 0.3, 0, 1)
+    heard_level = np.clip(envelope + rng.normal(0, 0.25, frames), 0, 1)
+    decoy_level = np.where(np.arange(frames) < 6, envelope, rng.uniform(0, 1, frames))
+    identity, wrong = None, []
+    for t in range(frames):
+        levels = [0.6 + 0.8 * heard_level[t], 0.6 + 0.8 * decoy_level[t]]
+        image, (heard, decoy) = _scene([(40, 40), (110, 55)], levels, [(200, 40, 40)] * 2)
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(image, heard), window=12, pick_frames=pick_frames)
+        identity.push(image, -6 + 4 * envelope[t])
+        identity.decide(heard)
+        track = identity.heard_track
+        wrong.append(track is not None and track.region is not None and _iou(track.region, decoy) > 0.8)
+    assert any(wrong) == (pick_frames == 4)
+
+
 @pytest.mark.parametrize("follow", [True, False])
 def test_sound_identity_follows_the_heard_disc_after_the_sound_stops(follow: bool) -> None:
     """Once the sound has pointed to a disc, the check keeps that disc (followed by its motion) through a stretch
