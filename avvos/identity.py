@@ -516,10 +516,10 @@ class SoundIdentity:
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
         last frame pushed. The heard track is the one that follows the sound better than every other track by
-        ``margin`` for ``patience`` frames running, judged on at least ``pick_frames`` frames; with ``follow``, it stays the heard track (followed by its
-        motion) until another one beats it so. Before any track has won so, the annotated look-alike's track is
-        the heard one once the loudness rises and falls by ``min_range`` (:data:`TRUST_ANNOTATED`). Its region is
-        returned when ``current`` does not cover it (IoU < 0.6)."""
+        ``margin`` for ``patience`` frames running, judged on at least ``pick_frames`` frames; with ``follow``, it
+        stays the heard track (followed by its motion) until another one beats it so. Before any track has won so,
+        the annotated look-alike's track is the heard one once the loudness rises and falls by ``min_range``
+        (:data:`TRUST_ANNOTATED`). Its region is returned when ``current`` does not cover it (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
         varied = self.heard_range() >= self.min_range
