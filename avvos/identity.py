@@ -38,8 +38,8 @@ LOUDNESS_SAMPLES = 640
 #: How much a shape fitted in a shared region loses (in IoU) per squared radius it moves from where its track's
 #: motion put it: inside a merge the outline alone says little about which shape is where.
 FIT_STAY = 0.2
-#: The colour tests tried, loose to strict, for look-alikes in the annotated frame (:func:`find_lookalikes`).
-COLOUR_STEPS = (2.0, 4.0, 8.0, 16.0)
+#: The colour tests tried in turn for look-alikes in the annotated frame (:func:`find_lookalikes`).
+COLOUR_STEPS = (2.0, 4.0, 8.0, 16.0, 1.5)
 #: Chromaticity histogram bins per axis for the look-alike search.
 CHROMA_BINS = 16
 _KERNEL3 = np.ones((3, 3), np.uint8)
@@ -127,9 +127,10 @@ def find_lookalikes(
 ) -> LookalikeFinder | None:
     """A :class:`LookalikeFinder` for the object ``mask`` in ``image`` that finds look-alikes there, or None.
 
-    The colour test is tried from loose to strict (``colours``): a background patch of nearly the object's colour
-    joins the object's colour region at a loose test (so the region fails the outline test and nothing is found)
-    and falls away at a stricter one. The loosest test that finds a look-alike is kept."""
+    The colour tests ``colours`` are tried in turn and the first that finds a look-alike is kept: the default,
+    then stricter ones (a background patch of nearly the object's colour joins the object's colour region at a
+    loose test, so the region fails the outline test and nothing is found; at a stricter one it falls away), then
+    a looser one (an object whose shaded or textured parts are too common elsewhere in the frame)."""
     for colour in colours:
         finder = LookalikeFinder(image, mask, colour=colour)
         if finder.area < 16:
