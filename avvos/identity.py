@@ -114,8 +114,8 @@ class LookalikeFinder:
         found = []
         for region in self.regions(image):
             size = int(region.sum())
-            if (region & self._mask).sum() > 0.2 * size or size > 2.5 * self.area:
-                continue
+            if (region & self._mask).sum() > 0.2 * size or not 0.4 * self.area <= size <= 2.5 * self.area:
+                continue  # the object itself, or not its size (a piece split off a larger region, say)
             placed = _place(self._mask, centre, _centre(region), math.sqrt(size / self.area))
             if (placed & region).sum() >= shape * (placed | region).sum():
                 found.append(region)
