@@ -25,6 +25,7 @@ is heard, the regions of the other look-alikes are kept out of the object's mask
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -80,13 +81,21 @@ class LookalikeFinder:
         self.edge = edge
         index = _chroma_index(image)
         object_hist, rest_hist = (_smoothed_histogram(index[m]) for m in (mask, ~mask))
-        self._typical = object_hist / (object_hist + rest_hist + 1e-12) > colour / (1 + colour)
+        #: Per chromaticity bin, the object's share of the two densities (object's, rest of the frame's).
+        self._object_share = object_hist / (object_hist + rest_hist + 1e-12)
+        self._typical = self._object_share > colour / (1 + colour)
         self.outline = _outline_gradient(_gradient(image), mask)
         self._mask = mask
         ys, xs = np.nonzero(mask) if self.area else (np.zeros(1, int), np.zeros(1, int))
         #: The object's shape cropped to its bounding box, and its centre (y, x) in that crop.
         self.template = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
         self.template_centre = _centre(self.template) if self.area else np.zeros(2)
+
+    def with_colour(self, colour: float) -> LookalikeFinder:
+        """The same finder with another colour test (nothing learnt from the annotated frame is computed again)."""
+        other = copy.copy(self)
+        other._typical = self._object_share > colour / (1 + colour)
+        return other
 
     def regions(self, image: np.ndarray) -> list[np.ndarray]:
         """Boolean masks of the regions of ``image`` that look like the object (the object itself included)."""
@@ -131,12 +140,13 @@ def find_lookalikes(
     then stricter ones (a background patch of nearly the object's colour joins the object's colour region at a
     loose test, so the region fails the outline test and nothing is found; at a stricter one it falls away), then
     a looser one (an object whose shaded or textured parts are too common elsewhere in the frame)."""
+    finder = LookalikeFinder(image, mask)
+    if finder.area < 16:
+        return None
     for colour in colours:
-        finder = LookalikeFinder(image, mask, colour=colour)
-        if finder.area < 16:
-            return None
-        if finder.lookalikes(image):
-            return finder
+        tested = finder.with_colour(colour)
+        if tested.lookalikes(image):
+            return tested
     return None
 
 
