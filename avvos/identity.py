@@ -34,8 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-#: Samples (at 16 kHz) over which a frame's loudness is measured: the 40 ms ending at the frame.
-LOUDNESS_SAMPLES = 640
+#: Samples (at 16 kHz) over which a frame's loudness is measured: the 20 ms ending at the frame. A visible state
+#: follows the loudness with no lag, and a burst can rise or fall within one frame (40 ms at 25 frames/s): the
+#: whole 40 ms before the frame would mostly measure the sound half a frame earlier.
+LOUDNESS_SAMPLES = 320
 #: How much a shape fitted in a shared region loses (in IoU) per squared radius it moves from where its track's
 #: motion put it: inside a merge the outline alone says little about which shape is where.
 FIT_STAY = 0.2
@@ -54,7 +56,7 @@ BLOB_GROWTH = 1.25
 
 
 def loudness(window: np.ndarray | torch.Tensor) -> float | None:
-    """Log mean energy of the last 40 ms of a mono 16 kHz window (the sound heard at the frame); None where
+    """Log mean energy of the last 20 ms of a mono 16 kHz window (the sound heard at the frame); None where
     most of those samples are exactly zero (padding before the audio starts, a dropout, a muted input): nothing
     was heard."""
     recent = torch.nan_to_num(torch.as_tensor(window, dtype=torch.float32).flatten()[-LOUDNESS_SAMPLES:])

@@ -114,6 +114,13 @@ def test_loudness_ignores_padding_and_grows_with_the_sound() -> None:
     assert np.isfinite(loudness(with_nan))
 
 
+def test_loudness_is_the_sound_at_the_frame_not_half_a_frame_before() -> None:
+    # a burst that ends within the last frame's 40 ms: the frame (no lag in the visible state) is quiet
+    rng = np.random.default_rng(1)
+    fading = np.concatenate([rng.normal(0, 0.5, 16000 - 320), rng.normal(0, 0.01, 320)])
+    assert loudness(fading) == pytest.approx(loudness(rng.normal(0, 0.01, 16000)), abs=0.5)
+
+
 def _two_discs(frames: int, heard: int, envelope: np.ndarray, other: np.ndarray):
     """Two red discs moving apart; disc ``heard``'s brightness follows ``envelope``, the other's ``other``."""
     red = (200, 40, 40)
