@@ -18,7 +18,8 @@ to be the heard one (the annotation says so; the sound overrules it). With no so
 rise and fall, nothing is ever re-annotated.
 
 Look-alikes that overlap are one region: each track sharing it gets the object's shape fitted where its motion
-puts it, and the heard one's share of the region is the output while they overlap. When they part, which track
+puts it, and the heard one's share of the region is the output while they overlap (where brightness is what
+follows the sound, the heard one's pixels are told by their brightness instead). When they part, which track
 left on which side is a guess from motion that the sound checks (:meth:`SoundIdentity._untangle`). Once a track
 is heard, the regions of the other look-alikes are kept out of the object's mask.
 """
@@ -53,6 +54,14 @@ MERGE_GAIN = 0.2
 TRUST_ANNOTATED = True
 #: A region this many times its holder's size, with another track predicted near it, is taken for two look-alikes.
 BLOB_GROWTH = 1.25
+#: Inside a shared region, tell the heard look-alike's pixels by brightness where brightness is what follows the
+#: sound (:meth:`SoundIdentity._brightness_part`), and remember from that which one is in front.
+SPLIT_BY_BRIGHTNESS = True
+#: The two brightness classes of a shared region count as two look-alikes when their means differ this many times
+#: (the objects' own texture varies their brightness by up to about 15 %).
+SPLIT_RATIO = 1.4
+#: The brightness the sound predicts must lie this far (a fraction of the classes' gap) past their midpoint.
+SPLIT_SURE = 0.3
 
 
 def loudness(window: np.ndarray | torch.Tensor) -> float | None:
@@ -285,12 +294,14 @@ class SoundIdentity:
         self._heard: deque[float] = deque(maxlen=self.memory)
         self.annotated_track: _Track | None = None  # the annotated look-alike's track, until the sound picks one
         self._streak = 0
+        self._behind: bool | None = None  # whether the heard look-alike is behind, in the region it now shares
 
     def push(self, image: np.ndarray, heard: float | None) -> None:
         """Record one frame (``image``: (H, W, 3) RGB 0..255) and its loudness (None: nothing heard; such frames
         are left out of the correlations)."""
         regions = self.finder.regions(image)
         gray = np.asarray(image, dtype=np.float32).mean(axis=2)
+        self._gray = gray
         centres = [_centre(r) for r in regions]
         sizes = [int(r.sum()) for r in regions]
         predicted = [t.centre + t.velocity for t in self.tracks]
@@ -397,17 +408,21 @@ class SoundIdentity:
         """How well a track's states (one per frame, the last matching the last loudness) follow the loudness
         over the last ``window`` frames in which both are known (however long ago, within ``memory``): the
         largest over the state's dimensions of the correlation; NaN with fewer than ``min_frames`` such frames."""
+        corr = self._correlations(states, heard)
+        return math.nan if corr is None else float(corr.max())
+
+    def _correlations(self, states: list[np.ndarray], heard: np.ndarray) -> np.ndarray | None:
         steps = np.array(states)[-len(heard) :]
         heard = heard[-len(steps) :]
         known = np.flatnonzero(np.isfinite(heard) & np.isfinite(steps[:, 0]))[-self.window :]
         if known.size < self.min_frames:
-            return math.nan
+            return None
         louder = heard[known] - heard[known].mean()
         steps = steps[known] - steps[known].mean(axis=0)
         power = (steps**2).sum(axis=0)
         corr = (steps * louder[:, None]).sum(axis=0) / (np.sqrt(power * (louder**2).sum()) + 1e-12)
         corr[power < 1e-12] = 0.0
-        return float(corr.max())
+        return corr
 
     def _fit(
         self, region: np.ndarray, centres: list[np.ndarray], tracks: list[_Track]
@@ -487,11 +502,66 @@ class SoundIdentity:
         """While the heard track shares a region with other look-alikes (they overlap or touch): the part of that
         region that only its fitted shape covers, plus the part of its shape that overlaps another's where
         ``current`` (the segmentation, (H, W) bool) has the object: which look-alike is in front there is the
-        segmentation's call, the outline cannot tell (see :meth:`_fit`). Else None."""
+        segmentation's call, the outline cannot tell (see :meth:`_fit`). Else None.
+
+        Where brightness follows the sound and the look-alikes in the region differ in it, the heard one's part is
+        told by brightness instead (:meth:`_brightness_part`); that also says whether it is in front (its part
+        is its whole shape) or behind, and until the region parts, frames that cannot be told so give the heard
+        one its fitted share alone (behind) or with its whole contested part (in front)."""
         track = self.heard_track
         if track is None or track.merged is None:
+            self._behind = None
             return None
+        if SPLIT_BY_BRIGHTNESS:
+            part = self._brightness_part(track)
+            if part is not None:
+                self._behind = bool(part.sum() < 0.8 * (track.merged & ~part).sum())
+                return part
+            if self._behind is not None:
+                return track.share if self._behind else track.share | track.contested
         return track.share | (track.contested & current)
+
+    def _brightness_part(self, track: _Track) -> np.ndarray | None:
+        """The heard track's pixels of the region it shares, told by brightness, or None where that cannot be told.
+
+        Only where brightness is the state that follows the sound (in the track's own frames seen alone): then the
+        look-alikes in one region are as bright as their own sounds make them, so the region falls into a darker and
+        a brighter part (Otsu's threshold) when their means differ by :data:`SPLIT_RATIO`; the heard one is the part
+        nearer the brightness the loudness now predicts (a line fitted to the track's brightness against the
+        loudness), when that is clearly so (:data:`SPLIT_SURE`). The part (its largest connected piece) is what shows
+        of the heard look-alike, whether it is in front or behind; the outline cannot say which."""
+        heard = np.array(self._heard)
+        states = np.array(track.states)[-len(heard) :]
+        heard = heard[-len(states) :]
+        if not math.isfinite(heard[-1]):
+            return None
+        known = np.flatnonzero(np.isfinite(heard) & np.isfinite(states[:, 0]))
+        if known.size < self.min_frames:
+            return None
+        corr = self._correlations(list(states[known]), heard[known])
+        if corr is None or int(np.argmax(corr)) != 0 or corr[0] < self.min_score:
+            return None
+        slope, intercept = np.polyfit(heard[known], states[known, 0], 1)
+        expected = intercept + slope * heard[-1]
+        smooth = np.clip(self._gray, 0, 255).astype(np.uint8)
+        values = smooth[track.merged]
+        cut, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        dark, bright = values <= cut, values > cut
+        if min(dark.mean(), bright.mean()) < 0.08:
+            return None
+        low, high = float(values[dark].mean()), float(values[bright].mean())
+        if high < SPLIT_RATIO * max(low, 1.0):
+            return None
+        position = (expected - low) / (high - low)
+        if abs(position - 0.5) < SPLIT_SURE:
+            return None
+        side = smooth > cut if position > 0.5 else smooth <= cut
+        part = cv2.morphologyEx((track.merged & side).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
+        count, pieces, stats, _ = cv2.connectedComponentsWithStats(part)
+        if count < 2:
+            return None
+        part = pieces == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        return part if part.sum() >= 0.1 * self.finder.area else None
 
     def others(self) -> np.ndarray | None:
         """While the heard track is seen on its own: the regions held by every other look-alike seen on its own in

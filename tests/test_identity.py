@@ -360,11 +360,13 @@ def _pair_with_sound(seed: int, frames: int, where):
         yield identity, scene
 
 
-def test_sound_identity_gives_the_heard_discs_share_while_they_overlap() -> None:
+def test_sound_identity_gives_the_heard_discs_share_while_they_overlap(monkeypatch) -> None:
     """While the heard disc passes behind the other, the two are one region; the check fits a disc to each track
     and gives the heard one the part outside the other, plus the overlap of the two fitted discs only where the
     segmentation has the object: a segmentation that keeps off the front disc keeps the share off it, one that
-    takes the front disc in gets no more of it than the overlap."""
+    takes the front disc in gets no more of it than the overlap. (Telling the discs apart by brightness is
+    switched off here: this is what stands where it cannot.)"""
+    monkeypatch.setattr(identity_module, "SPLIT_BY_BRIGHTNESS", False)
     shares, greedy = [], []
     # The heard disc moves right, the other stays; they overlap from about frame 13.
     for identity, (_, (heard, front)) in _pair_with_sound(6, 24, lambda t: ((30 + 3 * t, 48), (90, 48))):
@@ -378,6 +380,35 @@ def test_sound_identity_gives_the_heard_discs_share_while_they_overlap() -> None
     assert min(iou for iou, _ in shares) > 0.7 and max(taken for _, taken in shares) < 0.05
     assert max(overlap for overlap, _ in greedy) > 0.2  # the segmentation's call in the overlap is followed
     assert max(beyond for _, beyond in greedy) < 0.05  # but never beyond the heard disc's fitted shape
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_the_heard_discs_pixels_are_told_by_brightness_while_it_is_behind(split: bool, monkeypatch) -> None:
+    """The heard disc passes behind the other while the two differ in brightness (each as loud as its own sound):
+    its visible part is told by brightness, even where the segmentation takes both discs in; in the two frames
+    where the discs are equally bright, the check remembers the heard disc is behind and gives it its fitted
+    share only. Without the brightness test the overlap (which shows the front disc) goes to the heard disc."""
+    monkeypatch.setattr(identity_module, "SPLIT_BY_BRIGHTNESS", split)
+    envelope = np.clip(np.sin(np.arange(24) * 1.3), 0, 1)
+    other = np.zeros(24)
+    envelope[13:21], other[13:21] = [1, 0, 1, 0.5, 0.5, 0, 1, 0], [0, 1, 0, 0.5, 0.5, 1, 0, 1]
+    identity = None
+    told, remembered, overlap_taken = [], [], []
+    for t in range(24):
+        levels = [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]]
+        image, (heard, front) = _scene([(30 + 3 * t, 48), (90, 48)], levels, [(200, 40, 40)] * 2)
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(image, heard), window=12)
+        identity.push(image, -6 + 4 * envelope[t])
+        identity.decide(heard)
+        if t < 13 or (heard & ~front).sum() < 0.2 * heard.sum():
+            continue  # before the overlap, or the heard disc (almost) hidden
+        share = identity.heard_share(heard | front)  # the segmentation took both discs in
+        assert share is not None
+        overlap_taken.append((share & heard & front).sum() / (heard & front).sum())
+        (remembered if t in (16, 17) else told).append(_iou(share, heard & ~front))
+    assert (min(told) > 0.8) == split
+    assert (min(remembered) > 0.6 and max(overlap_taken) < 0.05) == split
 
 
 @pytest.mark.parametrize("untangle", [True, False])
