@@ -521,15 +521,10 @@ class SoundIdentity:
                 return track.share if self._behind else track.share | track.contested
         return track.share | (track.contested & current)
 
-    def _brightness_part(self, track: _Track) -> np.ndarray | None:
-        """The heard track's pixels of the region it shares, told by brightness, or None where that cannot be told.
-
-        Only where brightness is the state that follows the sound (in the track's own frames seen alone): then the
-        look-alikes in one region are as bright as their own sounds make them, so the region falls into a darker and
-        a brighter part (Otsu's threshold) when their means differ by :data:`SPLIT_RATIO`; the heard one is the part
-        nearer the brightness the loudness now predicts (a line fitted to the track's brightness against the
-        loudness), when that is clearly so (:data:`SPLIT_SURE`). The part (its largest connected piece) is what shows
-        of the heard look-alike, whether it is in front or behind; the outline cannot say which."""
+    def _predicted_state(self, track: _Track) -> tuple[int, float, float] | None:
+        """The state that follows the sound in the track's frames (its index), the value the line fitted to it
+        against the loudness predicts at the last loudness, and how far it ranged; None where the last frame was
+        not heard or the track's state does not follow the sound (``min_score``)."""
         heard = np.array(self._heard)
         states = np.array(track.states)[-len(heard) :]
         heard = heard[-len(states) :]
@@ -539,12 +534,34 @@ class SoundIdentity:
         if known.size < self.min_frames:
             return None
         corr = self._correlations(list(states[known]), heard[known])
-        if corr is None or int(np.argmax(corr)) != 0 or corr[0] < self.min_score:
+        if corr is None or corr.max() < self.min_score:
             return None
-        slope, intercept = np.polyfit(heard[known], states[known, 0], 1)
-        expected = intercept + slope * heard[-1]
+        dim = int(np.argmax(corr))
+        slope, intercept = np.polyfit(heard[known], states[known, dim], 1)
+        return dim, float(intercept + slope * heard[-1]), float(np.ptp(states[known, dim]))
+
+    def _brightness_part(self, track: _Track) -> np.ndarray | None:
+        """The heard track's pixels of the region it shares, told by brightness, or None where that cannot be told.
+
+        Only where brightness is the state that follows the sound (in the track's own frames seen alone): then the
+        look-alikes in one region are as bright as their own sounds make them, so the region falls into a darker and
+        a brighter part (Otsu's threshold) when their means differ by :data:`SPLIT_RATIO`; the heard one is the part
+        nearer the brightness the loudness now predicts (a line fitted to the track's brightness against the
+        loudness), when that is clearly so (:data:`SPLIT_SURE`). The part (its largest connected piece) is what shows
+        of the heard look-alike, whether it is in front or behind; the outline cannot say which."""
+        predicted = self._predicted_state(track)
+        if predicted is None or predicted[0] != 0:
+            return None
+        expected = predicted[1]
         smooth = np.clip(self._gray, 0, 255).astype(np.uint8)
-        values = smooth[track.merged]
+        fitted = track.share | track.contested
+        for partner in track.partners:
+            if partner.merged is track.merged:
+                fitted |= partner.share | partner.contested
+        within = track.merged & fitted  # not a patch of the object's colour that joined the region
+        if within.sum() < 0.2 * self.finder.area:
+            return None
+        values = smooth[within]
         cut, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         dark, bright = values <= cut, values > cut
         if min(dark.mean(), bright.mean()) < 0.08:
@@ -556,7 +573,7 @@ class SoundIdentity:
         if abs(position - 0.5) < SPLIT_SURE:
             return None
         side = smooth > cut if position > 0.5 else smooth <= cut
-        part = cv2.morphologyEx((track.merged & side).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
+        part = cv2.morphologyEx((within & side).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
         count, pieces, stats, _ = cv2.connectedComponentsWithStats(part)
         if count < 2:
             return None
