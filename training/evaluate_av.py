@@ -14,7 +14,9 @@ Each ``--model NAME=PATH`` is run on
 * with ``--smoothing-off`` also ``crossing`` and ``distinct`` with the model's readout smoother switched off at
   inference (an ablation of the trained model, not a model trained without it);
 * with ``--identity-off`` also ``crossing`` and ``distinct`` with the audio identity check switched off
-  (:mod:`avvos.identity`; its effect on J&F and on frames per second, side by side).
+  (:mod:`avvos.identity`; its effect on J&F and on frames per second, side by side);
+* with both, also ``crossing`` and ``distinct`` with both switched off: the smoother's own effect on flicker,
+  against the identity-off rows (the identity check changes masks after the smoother, in both arms alike).
 
 The clips are written to ``<out>/data`` on the first run (evaluation seeds, 240x432, 40 frames at 25 fps) and
 reused (``--frames``, ``--height``, ``--width`` change what is written). ``--data DIR`` scores the clips already
@@ -59,6 +61,11 @@ SMOOTHING_OFF = (
 IDENTITY_OFF = (
     ("crossing, identity off", "crossing", True, True, False),
     ("distinct, identity off", "distinct", True, True, False),
+)
+#: With both flags: the smoother's own effect, with no identity check after it changing masks in both arms.
+BOTH_OFF = (
+    ("crossing, smoothing+identity off", "crossing", True, False, False),
+    ("distinct, smoothing+identity off", "distinct", True, False, False),
 )
 
 
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     conditions = CONDITIONS + (SMOOTHING_OFF if args.smoothing_off else ())
     conditions += IDENTITY_OFF if args.identity_off else ()
+    conditions += BOTH_OFF if args.smoothing_off and args.identity_off else ()
     results: list[dict] = []
     for model_name, path in models.items():
         model, info = load_model(path, device)
@@ -153,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             scores = evaluate_av_sync(masks, data, split)
             scores["by_mapping"] = by_mapping(scores.pop("sequences"), data)
             results.append({"model": model_name, "weights": str(path), "condition": condition, "fps": fps, **scores})
-    header = f"{'model':<12} {'condition':<26} {'J&F':>6} {'switches':>9} {'flicker':>8} {'fps':>6}"
+    header = f"{'model':<12} {'condition':<34} {'J&F':>6} {'switches':>9} {'flicker':>8} {'fps':>6}"
     print(header)
     print("-" * len(header))
     for row in results:
         print(
-            f"{row['model']:<12} {row['condition']:<26} {row['J&F-Mean']:>6.3f} "
+            f"{row['model']:<12} {row['condition']:<34} {row['J&F-Mean']:>6.3f} "
             f"{row['identity_switch_fraction']:>9.3f} {row['flicker']:>8.3f} {row['fps']:>6.1f}"
         )
     for model_name in models:

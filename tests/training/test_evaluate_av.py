@@ -28,7 +28,8 @@ def test_every_condition_is_scored(tmp_path: Path, capsys: pytest.CaptureFixture
     conditions = [r["condition"] for r in results]
     assert conditions == ["crossing", "silent", "crossing, muted", "distinct",
                           "crossing, smoothing off", "distinct, smoothing off",
-                          "crossing, identity off", "distinct, identity off"]  # fmt: skip
+                          "crossing, identity off", "distinct, identity off",
+                          "crossing, smoothing+identity off", "distinct, smoothing+identity off"]  # fmt: skip
     assert all(0.0 <= r["J&F-Mean"] <= 1.0 and r["clips"] == 1 for r in results)
     # Each condition is also broken down by the clip's visible mapping (one clip here: one mapping).
     mappings = {tuple(r["by_mapping"]) for r in results if r["condition"].startswith("crossing")}
