@@ -39,6 +39,11 @@ import torch
 #: follows the loudness with no lag, and a burst can rise or fall within one frame (40 ms at 25 frames/s): the
 #: whole 40 ms before the frame would mostly measure the sound half a frame earlier.
 LOUDNESS_SAMPLES = 320
+#: Samples over which the loudness is measured for the gate that asks whether the sound rises and falls at all
+#: (``min_range``): the 40 ms ending at the frame, a steadier measure than the 20 ms correlated with the states.
+#: Over 20 ms, noise whose energy lies mostly at low frequencies (brown noise) rises and falls by nearly as much
+#: as the task's bursts do, and would open the gate.
+GATE_SAMPLES = 640
 #: How much a shape fitted in a shared region loses (in IoU) per squared radius it moves from where its track's
 #: motion put it: inside a merge the outline alone says little about which shape is where.
 FIT_STAY = 0.2
@@ -64,11 +69,12 @@ SPLIT_RATIO = 1.4
 SPLIT_SURE = 0.3
 
 
-def loudness(window: np.ndarray | torch.Tensor) -> float | None:
-    """Log mean energy of the last 20 ms of a mono 16 kHz window (the sound heard at the frame); None where
-    most of those samples are exactly zero (padding before the audio starts, a dropout, a muted input): nothing
-    was heard."""
-    recent = torch.nan_to_num(torch.as_tensor(window, dtype=torch.float32).flatten()[-LOUDNESS_SAMPLES:])
+def loudness(window: np.ndarray | torch.Tensor, samples: int | None = None) -> float | None:
+    """Log mean energy of the last ``samples`` (default :data:`LOUDNESS_SAMPLES`: 20 ms) of a mono 16 kHz window
+    (the sound heard at the frame); None where most of those samples are exactly zero (padding before the audio
+    starts, a dropout, a muted input): nothing was heard."""
+    samples = LOUDNESS_SAMPLES if samples is None else samples
+    recent = torch.nan_to_num(torch.as_tensor(window, dtype=torch.float32).flatten()[-samples:])
     if recent.numel() == 0 or (recent == 0).float().mean() > 0.5:
         return None
     return math.log(float(recent.double().pow(2).mean()) + 1e-12)
@@ -292,13 +298,15 @@ class SoundIdentity:
         self.tracks: list[_Track] = []
         self.memory = 3 * window  # frames of states kept, so that scores reach back past merges and occlusions
         self._heard: deque[float] = deque(maxlen=self.memory)
+        self._levels: deque[float] = deque(maxlen=self.window)  # the loudness for the gate, the last window
         self.annotated_track: _Track | None = None  # the annotated look-alike's track, until the sound picks one
         self._streak = 0
         self._behind: bool | None = None  # whether the heard look-alike is behind, in the region it now shares
 
-    def push(self, image: np.ndarray, heard: float | None) -> None:
+    def push(self, image: np.ndarray, heard: float | None, level: float | None = None) -> None:
         """Record one frame (``image``: (H, W, 3) RGB 0..255) and its loudness (None: nothing heard; such frames
-        are left out of the correlations)."""
+        are left out of the correlations); ``level``: the loudness over :data:`GATE_SAMPLES` for the gate
+        (:meth:`heard_range`), by default ``heard``."""
         regions = self.finder.regions(image)
         gray = np.asarray(image, dtype=np.float32).mean(axis=2)
         self._gray = gray
@@ -371,6 +379,8 @@ class SoundIdentity:
                 states.append(region_state(gray, region))
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region, size=sizes[ri]))
         self._heard.append(math.nan if heard is None else heard)
+        level = heard if level is None else level
+        self._levels.append(math.nan if level is None else level)
         if len(self._heard) == 1:
             own = [t for t in self.tracks if t.region is not None and (t.region & self.finder._mask).any()]
             self.annotated_track = max(own, key=lambda t: (t.region & self.finder._mask).sum()) if own else None
@@ -595,8 +605,9 @@ class SoundIdentity:
         return 0.3 * self.finder.area <= size <= 2.5 * self.finder.area
 
     def heard_range(self) -> float:
-        """How far the loudness rose and fell within the window (0 with fewer than ``min_frames`` heard)."""
-        heard = np.array(self._heard)[-self.window :]
+        """How far the loudness (the gate's: ``level`` in :meth:`push`) rose and fell within the window (0 with
+        fewer than ``min_frames`` heard)."""
+        heard = np.array(self._levels)
         heard = heard[np.isfinite(heard)]
         return float(np.ptp(heard)) if heard.size >= self.min_frames else 0.0
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, InferenceConfig
 from avvos.errors import InputError, MaskError
-from avvos.identity import SoundIdentity, find_lookalikes, loudness
+from avvos.identity import GATE_SAMPLES, SoundIdentity, find_lookalikes, loudness
 from avvos.memory import MemoryStore
 from avvos.model.aggregate import aggregate, label_map
 from avvos.model.audio import WINDOW_SAMPLES, SyncHistory
@@ -212,10 +212,11 @@ class InferenceSession:
         if len(self.object_ids) > 1:
             self.identities.clear()  # the sound can point to one object only
         heard = loudness(audio) if audio is not None else None
+        level = loudness(audio, GATE_SAMPLES) if audio is not None else None
         masks: dict[int, np.ndarray] = {}
         moved: list[int] = []
         for object_id, identity in self.identities.items():
-            identity.push(picture, heard)
+            identity.push(picture, heard, level)
             if object_id not in new_ids:
                 mask, reannotate = identity.correct(labels == self.object_ids.index(object_id) + 1)
                 if mask is not None:

@@ -121,6 +121,58 @@ def test_loudness_is_the_sound_at_the_frame_not_half_a_frame_before() -> None:
     assert loudness(fading) == pytest.approx(loudness(rng.normal(0, 0.01, 16000)), abs=0.5)
 
 
+def _brown_noise(seed: int, samples: int) -> np.ndarray:
+    """Stationary noise with power falling as 1 / f**2 (most of its energy below 100 Hz), RMS 0.3."""
+    rng = np.random.default_rng(seed)
+    freqs = np.maximum(np.fft.rfftfreq(samples, 1 / 16000), 20.0)
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(samples)) / freqs, samples)
+    return (0.3 * noise / np.sqrt(np.mean(noise**2))).astype(np.float32)
+
+
+def _gate_opens(identity: SoundIdentity, clip: list, sound: np.ndarray, gate_samples: int | None) -> bool:
+    """Whether the loudness rises and falls by the check's ``min_range`` at any frame (the gate on the loudness
+    over ``gate_samples``; None: on the 20 ms correlated with the states)."""
+    opened = False
+    for t, (image, _) in enumerate(clip):
+        window = sound[: 640 * (t + 1)]
+        level = loudness(window, gate_samples) if gate_samples else None
+        identity.push(image, loudness(window), level)
+        opened = opened or identity.heard_range() >= identity.min_range
+    return opened
+
+
+def test_brown_noise_does_not_open_the_gate() -> None:
+    """Twelve clips of brown noise (as in the task's silent split): the gate on the loudness over 40 ms never
+    opens; on the 20 ms correlated with the states, it would in several of them."""
+    frames = 40
+    clip = list(_two_discs(frames, 0, np.full(frames, 0.5), np.full(frames, 0.5)))
+    opened = {640: 0, None: 0}
+    for seed in range(12):
+        sound = _brown_noise(seed, 640 * frames)
+        for gate_samples in opened:
+            identity = SoundIdentity(LookalikeFinder(clip[0][0], clip[0][1][0]), window=12)
+            opened[gate_samples] += _gate_opens(identity, clip, sound, gate_samples)
+    assert identity_module.GATE_SAMPLES == 640 and opened[640] == 0 and opened[None] >= 3
+
+
+@pytest.mark.parametrize("gate_samples", [640, 320])
+def test_the_session_gates_on_the_steadier_loudness(gate_samples: int, monkeypatch) -> None:
+    """Through the session, brown noise that rises and falls by the check's range over 20 ms but not over 40 ms:
+    no twin is taken to be heard (with the gate on 20 ms, the annotated one is)."""
+    monkeypatch.setattr("avvos.session.GATE_SAMPLES", gate_samples)
+    torch.manual_seed(0)
+    model = build_model(_light_audio_config())
+    frames = 40
+    clip = list(_two_discs(frames, 0, np.full(frames, 0.5), np.full(frames, 0.5)))
+    sound = _brown_noise(6, 640 * frames)
+    session = InferenceSession(model, InferenceConfig(identity_window=12), "cpu")
+    heard = False
+    for t, (image, (first, _)) in enumerate(clip):
+        session.step(image, sound[: 640 * (t + 1)], mask=first.astype(np.uint8) if t == 0 else None)
+        heard = heard or session.identities[1].heard_track is not None
+    assert heard == (gate_samples == 320)
+
+
 def _two_discs(frames: int, heard: int, envelope: np.ndarray, other: np.ndarray):
     """Two red discs moving apart; disc ``heard``'s brightness follows ``envelope``, the other's ``other``."""
     red = (200, 40, 40)
