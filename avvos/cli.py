@@ -267,8 +267,9 @@ def run_segment(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         extra = f", overlay {overlay}" if overlay else ""
+        objects = f"{stats.objects} object{'' if stats.objects == 1 else 's'}"
         print(
-            f"{name}: {stats.frames} frames, {stats.objects} objects, {stats.fps:.2f} frames/s "
+            f"{name}: {stats.frames} frames, {objects}, {stats.fps:.2f} frames/s "
             f"({stats.model_fps:.2f} frames/s model only) on {device.type} -> masks in {out_dir}{extra}"
         )
 

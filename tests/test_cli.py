@@ -189,6 +189,6 @@ def test_bundled_sample_runs_by_default(tmp_path: Path, monkeypatch: pytest.Monk
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["segment", "--size", "64", "--quiet"]) == 0
-    assert "sample: 40 frames, 1 objects" in capsys.readouterr().out
+    assert "sample: 40 frames, 1 object," in capsys.readouterr().out
     assert len(list((tmp_path / "out" / "sample").glob("*.png"))) == 40
     shutil.rmtree(tmp_path / "out")
