@@ -224,14 +224,15 @@ class ModelStore:
             raise CheckpointError(f"unknown model {name!r}; choose one of: {', '.join(self.paths)}")
         with self._lock:
             if name not in self._models:
-                from avvos.cli import get_model  # avvos.cli may import this module: import it late
+                from avvos.cli import BUNDLED_WEIGHTS, get_model  # avvos.cli may import this module: late
 
                 path = self.paths[name]
+                shown = BUNDLED_WEIGHTS if path is None else path
                 try:
                     model, sentence = get_model(str(path) if path is not None else None, self.device)
                 except AvvosError as exc:  # visitors see the file's name, not where the server keeps it
-                    raise CheckpointError(_strip_path(str(exc), path)) from exc
-                self._models[name] = (model.eval(), _strip_path(sentence, path))
+                    raise CheckpointError(_strip_path(str(exc), shown)) from exc
+                self._models[name] = (model.eval(), _strip_path(sentence, shown).removeprefix("weights: "))
             return self._models[name]
 
 

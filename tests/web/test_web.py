@@ -762,6 +762,9 @@ def test_models_are_offered_by_name_loaded_once_and_never_unpickled(models_dir: 
     runtime = WebRuntime(WebConfig(models_dir=models_dir, device="cpu", size=64))
     try:
         assert runtime.models.names == ["default", "broken.safetensors", "evil.pth", "light_av.safetensors"]
+        shown = runtime.model_sentence("default")  # the Weights box: no server path, no "weights: weights:"
+        assert shown.startswith("default: bundled default,") and "'default.safetensors'" in shown
+        assert str(BUNDLED_WEIGHTS.parent) not in shown
         first, _ = runtime.models.get("light_av.safetensors")
         assert runtime.models.get("light_av.safetensors")[0] is first  # loaded once, shared
         message = runtime.choose_model("visitor", "evil.pth")
