@@ -421,7 +421,9 @@ class SoundIdentity:
         corr = self._correlations(states, heard)
         return math.nan if corr is None else float(corr.max())
 
-    def _correlations(self, states: list[np.ndarray], heard: np.ndarray) -> np.ndarray | None:
+    def _correlations(self, states: list[np.ndarray] | np.ndarray, heard: np.ndarray) -> np.ndarray | None:
+        """Per state dimension, the correlation of the states with the loudness over the last ``window`` frames in
+        which both are known (dimensions that do not vary: 0); None with fewer than ``min_frames`` such frames."""
         steps = np.array(states)[-len(heard) :]
         heard = heard[-len(steps) :]
         known = np.flatnonzero(np.isfinite(heard) & np.isfinite(steps[:, 0]))[-self.window :]
@@ -531,10 +533,10 @@ class SoundIdentity:
                 return track.share if self._behind else track.share | track.contested
         return track.share | (track.contested & current)
 
-    def _predicted_state(self, track: _Track) -> tuple[int, float, float] | None:
-        """The state that follows the sound in the track's frames (its index), the value the line fitted to it
-        against the loudness predicts at the last loudness, and how far it ranged; None where the last frame was
-        not heard or the track's state does not follow the sound (``min_score``)."""
+    def _predicted_state(self, track: _Track) -> tuple[int, float] | None:
+        """The state that follows the sound in the track's frames (its index) and the value the line fitted to it
+        against the loudness predicts at the last loudness; None where the last frame was not heard or the track's
+        state does not follow the sound (``min_score``)."""
         heard = np.array(self._heard)
         states = np.array(track.states)[-len(heard) :]
         heard = heard[-len(states) :]
@@ -543,12 +545,12 @@ class SoundIdentity:
         known = np.flatnonzero(np.isfinite(heard) & np.isfinite(states[:, 0]))
         if known.size < self.min_frames:
             return None
-        corr = self._correlations(list(states[known]), heard[known])
+        corr = self._correlations(states[known], heard[known])
         if corr is None or corr.max() < self.min_score:
             return None
         dim = int(np.argmax(corr))
         slope, intercept = np.polyfit(heard[known], states[known, dim], 1)
-        return dim, float(intercept + slope * heard[-1]), float(np.ptp(states[known, dim]))
+        return dim, float(intercept + slope * heard[-1])
 
     def _brightness_part(self, track: _Track) -> np.ndarray | None:
         """The heard track's pixels of the region it shares, told by brightness, or None where that cannot be told.
@@ -560,9 +562,9 @@ class SoundIdentity:
         loudness), when that is clearly so (:data:`SPLIT_SURE`). The part (its largest connected piece) is what shows
         of the heard look-alike, whether it is in front or behind; the outline cannot say which."""
         predicted = self._predicted_state(track)
-        if predicted is None or predicted[0] != 0:
+        if predicted is None or predicted[0] != 0:  # brightness is state 0 (:func:`region_state`)
             return None
-        expected = predicted[1]
+        _, expected = predicted
         smooth = np.clip(self._gray, 0, 255).astype(np.uint8)
         fitted = track.share | track.contested
         for partner in track.partners:
