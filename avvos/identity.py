@@ -65,6 +65,10 @@ SPLIT_BY_BRIGHTNESS = True
 #: The two brightness classes of a shared region count as two look-alikes when their means differ this many times
 #: (the objects' own texture varies their brightness by up to about 15 %).
 SPLIT_RATIO = 1.4
+#: Also untangle two tracks that just parted when the other's states since the parting follow the line fitted to
+#: the heard past this many times better than its own continuation's (:meth:`SoundIdentity._predicts_crossed`).
+PREDICT_UNTANGLE = True
+UNTANGLE_RATIO = 4.0
 #: The brightness the sound predicts must lie this far (a fraction of the classes' gap) past their midpoint.
 SPLIT_SURE = 0.3
 
@@ -404,15 +408,49 @@ class SoundIdentity:
                 before_b, after_b = list(b.states)[:-since], list(b.states)[-since:]
                 straight = [self._follows(before_a + after_a, heard), self._follows(before_b + after_b, heard)]
                 crossed = [self._follows(before_b + after_a, heard), self._follows(before_a + after_b, heard)]
-                if not np.isfinite(straight + crossed).all():
-                    continue
-                if max(crossed) - max(straight) > self.margin:
+                told = np.isfinite(straight + crossed).all() and max(crossed) - max(straight) > self.margin
+                if PREDICT_UNTANGLE and not told:
+                    told = self._predicts_crossed([before_a, before_b], [after_a, after_b], heard)
+                if told:
                     a.states = deque(before_b + after_a, maxlen=self.memory)
                     b.states = deque(before_a + after_b, maxlen=self.memory)
                     if self.heard_track is a or self.heard_track is b:
                         self.heard_track = b if self.heard_track is a else a
                     if self.annotated_track is a or self.annotated_track is b:
                         self.annotated_track = b if self.annotated_track is a else a
+
+    def _predicts_crossed(self, befores: list[list], afters: list[list], heard: np.ndarray) -> bool:
+        """Whether the sound says two tracks that just parted were swapped, judged on the frames since the
+        parting alone: the past that follows the sound (clearly better than the other's, by ``margin``) gives a
+        line from loudness to state; the swap is told when the other track's states since follow that line
+        :data:`UNTANGLE_RATIO` times better (median squared error, so that one frame spoilt by a touching object
+        does not decide) than its own continuation's do, and its own is off by more than 2 of the line's residual
+        deviations (three frames at least)."""
+        since = len(afters[0])
+        past = heard[:-since]
+        corrs = [self._correlations(before, past) for before in befores]
+        if any(corr is None for corr in corrs):
+            return False
+        best = [float(corr.max()) for corr in corrs]
+        x = int(np.argmax(best))
+        if best[x] < self.min_score or best[x] - best[1 - x] <= self.margin:
+            return False
+        dim = int(np.argmax(corrs[x]))
+        states = np.array(befores[x])[-len(past) :, dim]
+        loud = past[-len(states) :]
+        known = np.flatnonzero(np.isfinite(loud) & np.isfinite(states))[-self.window :]
+        slope, intercept = np.polyfit(loud[known], states[known], 1)
+        residual = states[known] - (intercept + slope * loud[known])
+        spread = max(float(residual.std()), 0.2 * float(states[known].std()), 1e-6)
+        now = heard[-since:]
+        own, other = (np.array(afters[i])[:, dim] for i in (x, 1 - x))
+        seen = np.isfinite(now) & np.isfinite(own) & np.isfinite(other)
+        if seen.sum() < 3:
+            return False
+        expected = intercept + slope * now[seen]
+        own_error = float(np.median(((own[seen] - expected) / spread) ** 2))
+        other_error = float(np.median(((other[seen] - expected) / spread) ** 2))
+        return own_error > 4.0 and own_error > UNTANGLE_RATIO * other_error
 
     def _follows(self, states: list[np.ndarray], heard: np.ndarray) -> float:
         """How well a track's states (one per frame, the last matching the last loudness) follow the loudness

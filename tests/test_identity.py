@@ -486,6 +486,39 @@ def test_sound_identity_untangles_discs_that_bounce_off_each_other(untangle: boo
     assert (min(late) > 0.8) == untangle
 
 
+@pytest.mark.parametrize("seed", [7, 8, 10])
+@pytest.mark.parametrize("predict", [True, False])
+def test_sound_identity_untangles_discs_that_part_for_three_frames_only(seed: int, predict: bool, monkeypatch) -> None:
+    """As above, but the discs part for three frames and cover each other again, with a long window: the heard
+    past still dominates every track's correlation then, so comparing correlations cannot tell the swap, while
+    the frames since the parting, set against the line fitted to the heard past, do (in the third frame)."""
+    monkeypatch.setattr(identity_module, "PREDICT_UNTANGLE", predict)
+    rng = np.random.default_rng(seed)
+    frames = 30
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other = rng.uniform(0, 1, frames)
+
+    def heard_x(t: int) -> int:
+        """Meets the other disc at frame 22, goes back to part for frames 24 to 26, comes back at frame 27."""
+        if t <= 22:
+            return max(80 - 8 * (22 - t), 30)
+        return 80 - 10 * (t - 22) if t <= 25 else min(50 + 10 * (t - 25), 80)
+
+    identity, picked = None, {}
+    for t in range(frames):
+        x = heard_x(t)
+        image, (heard, silent) = _scene(
+            [(x, 48), (WIDTH - x, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]], [(200, 40, 40)] * 2
+        )
+        identity = identity or SoundIdentity(LookalikeFinder(image, heard), window=24)
+        identity.push(image, -6 + 4 * envelope[t])
+        region = identity.decide(silent)  # the segmentation went off with the silent disc
+        if region is not None and t > 22:
+            picked[t] = _iou(region, heard)
+    assert (picked.get(26, 0.0) > 0.8) == predict
+    assert all(iou > 0.8 for iou in picked.values())  # never the silent disc
+
+
 @pytest.mark.parametrize("blob", [True, False])
 def test_a_blob_of_two_lookalikes_is_shared_not_taken_for_one(blob: bool, monkeypatch) -> None:
     """The other disc turns sharply onto the heard one, so its motion puts it just outside the blob the two now make:
