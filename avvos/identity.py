@@ -68,6 +68,7 @@ SPLIT_RATIO = 1.4
 #: Also untangle two tracks that just parted when the other's states since the parting follow the line fitted to
 #: the heard past this many times better than its own continuation's (:meth:`SoundIdentity._predicts_crossed`).
 PREDICT_UNTANGLE = True
+#: How many times better (median squared error against that line) the other's states must follow it.
 UNTANGLE_RATIO = 4.0
 #: The brightness the sound predicts must lie this far (a fraction of the classes' gap) past their midpoint.
 SPLIT_SURE = 0.3
@@ -396,8 +397,10 @@ class SoundIdentity:
         Which look-alike left a merge on which side is a guess from motion; the sound checks it: for two tracks
         that last shared a region at least 2 frames ago (and less than ``memory`` frames), their states before
         the parting are joined to their own states since, and to each other's. When the crossed pair follows the
-        sound better than the straight pair (by ``margin``), the tracks exchange their pasts (and which one is
-        heard); where they are stays."""
+        sound better than the straight pair (by ``margin``), or the frames since the parting alone say they were
+        swapped (:meth:`_predicts_crossed`: the heard past would otherwise dominate the correlations until the
+        window has rolled on, and twins that part for a few frames only would never be untangled), the tracks
+        exchange their pasts (and which one is heard); where they are stays."""
         heard = np.array(self._heard)
         for a in self.tracks:
             for b in a.partners:
