@@ -59,6 +59,9 @@ MERGE_GAIN = 0.2
 TRUST_ANNOTATED = True
 #: A region this many times its holder's size, with another track predicted near it, is taken for two look-alikes.
 BLOB_GROWTH = 1.25
+#: A track whose nearest region is such a grown region, taken by another track, shares it rather than take a
+#: farther free region (a patch of the look-alikes' colour, say) for its own.
+SHARE_NEARER_BLOB = True
 #: Inside a shared region, tell the heard look-alike's pixels by brightness where brightness is what follows the
 #: sound (:meth:`SoundIdentity._brightness_part`), and remember from that which one is in front.
 SPLIT_BY_BRIGHTNESS = True
@@ -323,17 +326,30 @@ class SoundIdentity:
             (float(np.hypot(*(c - p))), ti, ri) for ti, p in enumerate(predicted) for ri, c in enumerate(centres)
         )
         taken: set[int] = set()
+        blocked: dict[int, int] = {}  # track -> the grown region nearer than any free one, which it shares
         for distance, ti, ri in pairs:
+            if holders[ti] is not None or ti in blocked:
+                continue
             reach = 2.5 * self.radius + 2 * math.sqrt(sizes[ri] / math.pi)
-            if holders[ti] is None and ri not in taken and distance <= reach:
+            if ri not in taken and distance <= reach:
                 holders[ti] = ri
                 taken.add(ri)
+            elif (
+                SHARE_NEARER_BLOB
+                and ri in taken
+                and sizes[ri] >= BLOB_GROWTH * max(self.tracks[holders.index(ri)].size, 1.0)
+                and distance <= math.sqrt(sizes[ri] / math.pi) + self.radius
+            ):
+                blocked[ti] = ri
         # A track left without a region whose predicted centre lies in a taken region shares it (merged); so does
         # one predicted near a taken region that has grown well past its holder's size (two look-alikes seen as
-        # one blob, the second one's motion having overshot it).
+        # one blob, the second one's motion having overshot it), and one for which such a region was nearer than
+        # any free one (``blocked``).
         sharers: dict[int, list[int]] = {}
         for ti, p in enumerate(predicted):
             inside = [ri for ri in taken if _covers(regions[ri], p)] if holders[ti] is None else []
+            if holders[ti] is None and not inside and ti in blocked:
+                inside = [blocked[ti]]
             if holders[ti] is None and not inside:
                 inside = [
                     ri

@@ -538,6 +538,32 @@ def test_a_blob_of_two_lookalikes_is_shared_not_taken_for_one(blob: bool, monkey
     assert (sorted(recorded) == [False, True] and any(track.missed for track in identity.tracks)) == (not blob)
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_a_track_shares_the_nearer_blob_rather_than_jump_to_a_farther_patch(share: bool, monkeypatch) -> None:
+    """As in the test above, the other disc turns onto the heard one; in that frame a patch of the discs' colour
+    (twice a disc's size) shows up a little farther from the other disc's predicted place than the blob. The other
+    track shares the blob, as its nearer region, instead of taking the patch for itself (seen in generated clips
+    whose twins touch next to a patch of their colour: the track then followed the patch and the mask went with
+    the other twin)."""
+    monkeypatch.setattr(identity_module, "SHARE_NEARER_BLOB", share)
+    rng = np.random.default_rng(5)
+    levels = np.clip(np.sin(np.arange(8) * 1.3) + rng.normal(0, 0.1, 8), 0, 1)
+    identity = None
+    for t in range(8):
+        image, masks = _scene([(45, 48), (80, 48) if t < 6 else (58, 50)], [1.0, 1.0], [(200, 40, 40)] * 2)
+        if t >= 6:
+            cv2.rectangle(image, (97, 28), (127, 67), (200, 40, 40), -1)
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(image, masks[0]), window=12)
+        identity.push(image, -6 + 4 * levels[t])
+    merged = [track.merged is not None for track in identity.tracks]
+    on_patch = [abs(track.centre[1] - 112) < 5 for track in identity.tracks]
+    if share:  # both discs' tracks share the blob; the patch gets a track of its own
+        assert merged == [True, True, False] and on_patch == [False, False, True]
+    else:  # one disc's track took the patch for itself
+        assert merged == [False, False] and sorted(on_patch) == [False, True]
+
+
 def test_sound_identity_names_the_other_lookalikes_once_one_is_heard() -> None:
     """Before the sound has picked a disc nothing is ruled out; after, the other disc's region is (so the session
     can take it out of the object's mask), but not while the heard disc is out of sight (the pick may be wrong)."""
