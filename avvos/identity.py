@@ -326,6 +326,14 @@ class SoundIdentity:
             (float(np.hypot(*(c - p))), ti, ri) for ti, p in enumerate(predicted) for ri, c in enumerate(centres)
         )
         taken: set[int] = set()
+
+        def grown_within(ri: int, distance: float) -> bool:
+            """Whether taken region ``ri`` has grown well past its holder's size (two look-alikes seen as one
+            blob) and ``distance`` from it is close enough for a second look-alike in it."""
+            size = sizes[ri]
+            grown = size >= BLOB_GROWTH * max(self.tracks[holders.index(ri)].size, 1.0)
+            return grown and distance <= math.sqrt(size / math.pi) + self.radius
+
         blocked: dict[int, int] = {}  # track -> the grown region nearer than any free one, which it shares
         for distance, ti, ri in pairs:
             if holders[ti] is not None or ti in blocked:
@@ -334,12 +342,7 @@ class SoundIdentity:
             if ri not in taken and distance <= reach:
                 holders[ti] = ri
                 taken.add(ri)
-            elif (
-                SHARE_NEARER_BLOB
-                and ri in taken
-                and sizes[ri] >= BLOB_GROWTH * max(self.tracks[holders.index(ri)].size, 1.0)
-                and distance <= math.sqrt(sizes[ri] / math.pi) + self.radius
-            ):
+            elif SHARE_NEARER_BLOB and ri in taken and grown_within(ri, distance):
                 blocked[ti] = ri
         # A track left without a region whose predicted centre lies in a taken region shares it (merged); so does
         # one predicted near a taken region that has grown well past its holder's size (two look-alikes seen as
@@ -351,12 +354,7 @@ class SoundIdentity:
             if holders[ti] is None and not inside and ti in blocked:
                 inside = [blocked[ti]]
             if holders[ti] is None and not inside:
-                inside = [
-                    ri
-                    for ri in taken
-                    if sizes[ri] >= BLOB_GROWTH * max(self.tracks[holders.index(ri)].size, 1.0)
-                    and np.hypot(*(centres[ri] - p)) <= math.sqrt(sizes[ri] / math.pi) + self.radius
-                ]
+                inside = [ri for ri in taken if grown_within(ri, float(np.hypot(*(centres[ri] - p))))]
             if inside:
                 sharers.setdefault(inside[0], []).append(ti)
         for ri, members in sharers.items():
