@@ -26,6 +26,12 @@ project's generator::
     python -m training.independent_av_sync runs/indep --clips 48 --seed 777000
     python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/indep --out runs/ind
 
+``--only CONDITION`` runs only the named conditions, e.g. the crossing clips of the development seeds::
+
+    python -m training.make_av_data runs/dev/data --clips 64 --seed 11500000 --splits crossing
+    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/dev/data \
+        --only crossing --out runs/dev_eval
+
 Prints a table and writes ``<out>/results.json``; the gain from audio is J&F(crossing) - J&F(silent).
 """
 
@@ -129,8 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per written clip (default 40)")
     parser.add_argument("--height", type=int, default=240, help="height of written clips (default 240)")
     parser.add_argument("--width", type=int, default=432, help="width of written clips (default 432)")
-    parser.add_argument("--data", type=Path, help="score the clips already in this folder (all three splits)")
+    parser.add_argument("--data", type=Path, help="score the clips already in this folder (the splits needed)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="CONDITION",
+        help="run only this condition (repeatable), e.g. --only crossing; --data then needs only its splits",
+    )
     args = parser.parse_args(argv)
+    conditions = CONDITIONS + (SMOOTHING_OFF if args.smoothing_off else ())
+    conditions += IDENTITY_OFF if args.identity_off else ()
+    conditions += BOTH_OFF if args.smoothing_off and args.identity_off else ()
+    if args.only:
+        unknown = sorted(set(args.only) - {c[0] for c in conditions})
+        if unknown:
+            parser.error(f"--only: no condition {unknown} here; the conditions are {[c[0] for c in conditions]}")
+        conditions = tuple(c for c in conditions if c[0] in args.only)
     models = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
@@ -140,16 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.data is not None:
         data = args.data
-        missing = [s for s in SPLITS if not (data / "ImageSets" / f"{s}.txt").is_file()]
+        needed = sorted({split for _, split, *_ in conditions})
+        missing = [s for s in needed if not (data / "ImageSets" / f"{s}.txt").is_file()]
         if missing:
             parser.error(f"--data {data} has no ImageSets/{{{','.join(missing)}}}.txt")
     else:
         data = out / "data"
         ensure_data(data, args.clips, AVSyncConfig(frames=args.frames, height=args.height, width=args.width))
     device = resolve_device(args.device)
-    conditions = CONDITIONS + (SMOOTHING_OFF if args.smoothing_off else ())
-    conditions += IDENTITY_OFF if args.identity_off else ()
-    conditions += BOTH_OFF if args.smoothing_off and args.identity_off else ()
     results: list[dict] = []
     for model_name, path in models.items():
         model, info = load_model(path, device)
@@ -171,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     for model_name in models:
         by = {r["condition"]: r for r in results if r["model"] == model_name}
+        if "crossing" not in by or "silent" not in by:
+            continue
         print(f"{model_name}: gain from audio on crossing {by['crossing']['J&F-Mean'] - by['silent']['J&F-Mean']:+.3f}")
         for mapping, crossing in by["crossing"]["by_mapping"].items():
             silent = by["silent"]["by_mapping"].get(mapping)

@@ -58,3 +58,25 @@ def test_clips_written_elsewhere_are_scored(tmp_path: Path, capsys: pytest.Captu
     assert [r["clips"] for r in results["results"]] == [1, 1, 1, 1] and not (out / "data").exists()
     with pytest.raises(SystemExit):
         main(["--model", f"tiny={weights}", "--data", str(tmp_path / "nowhere"), "--out", str(out)])
+
+
+def test_only_the_named_conditions_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--only crossing`` on a folder holding the crossing split alone: one condition, no gain line; an unknown
+    condition is refused."""
+    from avvos.data.av_sync import AVSyncConfig, write_dataset
+
+    torch.manual_seed(0)
+    weights = tmp_path / "av.safetensors"
+    save_checkpoint(build_model(ModelConfig.light(audio="pixel", smoothing=True)), weights)
+    data = tmp_path / "dev"
+    write_dataset(data, "crossing", 1, 11_500_000, AVSyncConfig(frames=8, height=64, width=96), progress=False)
+    out = tmp_path / "eval"
+    base = ["--model", f"tiny={weights}", "--data", str(data), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main([*base, "--only", "crossing"]) == 0
+    assert "gain from audio" not in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [r["condition"] for r in results] == ["crossing"]
+    with pytest.raises(SystemExit):
+        main([*base, "--only", "silent"])  # the folder has no silent split
+    with pytest.raises(SystemExit):
+        main([*base, "--only", "nonsense"])
