@@ -75,6 +75,10 @@ PREDICT_UNTANGLE = True
 UNTANGLE_RATIO = 4.0
 #: The brightness the sound predicts must lie this far (a fraction of the classes' gap) past their midpoint.
 SPLIT_SURE = 0.3
+#: A region whose outline is fainter than the finder's edge test but at least this many times the object's (a
+#: blurred look-alike, or a dim one on a background of nearly its brightness) may still be held by a track
+#: predicted near it (within two radii), though it records no state and starts no track. None: not used.
+FAINT_EDGE: float | None = 0.15
 
 
 def loudness(window: np.ndarray | torch.Tensor, samples: int | None = None) -> float | None:
@@ -124,21 +128,29 @@ class LookalikeFinder:
 
     def regions(self, image: np.ndarray) -> list[np.ndarray]:
         """Boolean masks of the regions of ``image`` that look like the object (the object itself included)."""
+        return self.regions_and_faint(image)[0]
+
+    def regions_and_faint(self, image: np.ndarray, faint: float | None = None) -> tuple[list, list]:
+        """:meth:`regions`, and the object-sized regions of the object's colour whose outline passes ``faint``
+        times the object's outline gradient but not the edge test (none when ``faint`` is None)."""
         typical = self._typical[_chroma_index(image)].astype(np.uint8)
         typical = cv2.morphologyEx(typical, cv2.MORPH_OPEN, _KERNEL3)
         typical = cv2.morphologyEx(typical, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         contours, _ = cv2.findContours(typical, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         gradient = _gradient(image)
-        found = []
+        found, weak = [], []
         for contour in contours:
             if cv2.contourArea(contour) < 0.4 * self.area:
                 continue
             region = np.zeros_like(typical)
             cv2.drawContours(region, [contour], -1, 1, thickness=cv2.FILLED)
             region = region.astype(bool)
-            if _outline_gradient(gradient, region) >= self.edge * self.outline:
+            outline = _outline_gradient(gradient, region)
+            if outline >= self.edge * self.outline:
                 found.extend(_split_at_necks(region) if region.sum() > 1.3 * self.area else [region])
-        return found
+            elif faint is not None and outline >= faint * self.outline and region.sum() <= 2.5 * self.area:
+                weak.append(region)
+        return found, weak
 
     def lookalikes(self, image: np.ndarray, shape: float = 0.5) -> list[np.ndarray]:
         """In the annotated frame: the regions other than the object itself that have its size (0.4 to 2.5
@@ -315,7 +327,9 @@ class SoundIdentity:
         """Record one frame (``image``: (H, W, 3) RGB 0..255) and its loudness (None: nothing heard; such frames
         are left out of the correlations); ``level``: the loudness over :data:`GATE_SAMPLES` for the gate
         (:meth:`heard_range`), by default ``heard``."""
-        regions = self.finder.regions(image)
+        regions, faint = self.finder.regions_and_faint(image, FAINT_EDGE)
+        strong = len(regions)
+        regions = regions + faint
         gray = np.asarray(image, dtype=np.float32).mean(axis=2)
         self._gray = gray
         centres = [_centre(r) for r in regions]
@@ -338,7 +352,7 @@ class SoundIdentity:
         for distance, ti, ri in pairs:
             if holders[ti] is not None or ti in blocked:
                 continue
-            reach = 2.5 * self.radius + 2 * math.sqrt(sizes[ri] / math.pi)
+            reach = 2.5 * self.radius + 2 * math.sqrt(sizes[ri] / math.pi) if ri < strong else 2 * self.radius
             if ri not in taken and distance <= reach:
                 holders[ti] = ri
                 taken.add(ri)
@@ -384,7 +398,8 @@ class SoundIdentity:
                 if alone:
                     track.velocity = 0.5 * track.velocity + 0.5 * (new_centre - track.centre)
                     track.size = sizes[ri]
-                    state = region_state(gray, regions[ri])
+                    if ri < strong:  # a faint region's state is not trusted to follow the sound
+                        state = region_state(gray, regions[ri])
                 elif track.merged is not None or _covers(regions[ri], predicted[ti]):
                     new_centre = predicted[ti]  # merged: where the fit put it, else moving as before
                 track.centre, track.region, track.missed = new_centre, regions[ri] if alone else None, 0
@@ -393,7 +408,7 @@ class SoundIdentity:
         if all(t is not self.heard_track for t in self.tracks):
             self.heard_track = None  # the heard look-alike was not seen for a whole window
         for ri, region in enumerate(regions):
-            if ri not in taken and self._object_sized(sizes[ri]):
+            if ri not in taken and ri < strong and self._object_sized(sizes[ri]):
                 states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.memory)
                 states.append(region_state(gray, region))
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region, size=sizes[ri]))
