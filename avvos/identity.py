@@ -73,6 +73,10 @@ SPLIT_RATIO = 1.4
 PREDICT_UNTANGLE = True
 #: How many times better (median squared error against that line) the other's states must follow it.
 UNTANGLE_RATIO = 4.0
+#: A look-alike that shows up near a track it lately shared a region with, while that track's partner (not the
+#: heard one) is lost from view, is taken to be that lost partner (its motion in the merge was a guess) rather
+#: than a new look-alike, so that the sound can untangle the two (:meth:`SoundIdentity._adopt`).
+ADOPT_NEAR_PARTNER = True
 #: The brightness the sound predicts must lie this far (a fraction of the classes' gap) past their midpoint.
 SPLIT_SURE = 0.3
 #: A region whose outline is fainter than the finder's edge test but at least this many times the object's (a
@@ -409,6 +413,8 @@ class SoundIdentity:
             self.heard_track = None  # the heard look-alike was not seen for a whole window
         for ri, region in enumerate(regions):
             if ri not in taken and ri < strong and self._object_sized(sizes[ri]):
+                if ADOPT_NEAR_PARTNER and self._adopt(centres[ri], region, sizes[ri], gray):
+                    continue
                 states: deque = deque([np.full(3, np.nan)] * (len(self._heard)), maxlen=self.memory)
                 states.append(region_state(gray, region))
                 self.tracks.append(_Track(centres[ri], np.zeros(2), states, region, size=sizes[ri]))
@@ -419,6 +425,25 @@ class SoundIdentity:
             own = [t for t in self.tracks if t.region is not None and (t.region & self.finder._mask).any()]
             self.annotated_track = max(own, key=lambda t: (t.region & self.finder._mask).sum()) if own else None
         self._untangle()
+
+    def _adopt(self, centre: np.ndarray, region: np.ndarray, size: int, gray: np.ndarray) -> bool:
+        """Give a region no track holds to a lost track (no region, none shared) that lately shared a region with
+        a track now within 4 radii of it: the look-alike that left a merge where the lost track's motion did not
+        put it, or came out from behind its partner. The heard track is not given one so: which of two look-alikes
+        leaving a merge is which is a guess, and for the heard one the segmentation's own guess stands until the
+        sound tells. Returns whether a track took the region."""
+        best, nearest = None, 4 * self.radius
+        for track in self.tracks:
+            if track.region is not None or track.merged is not None or not track.missed or track is self.heard_track:
+                continue
+            for partner in track.partners:
+                if partner in self.tracks and float(np.hypot(*(partner.centre - centre))) <= nearest:
+                    best, nearest = track, float(np.hypot(*(partner.centre - centre)))
+        if best is None:
+            return False
+        best.centre, best.velocity, best.region, best.size, best.missed = centre, np.zeros(2), region, size, 0
+        best.states[-1] = region_state(gray, region)
+        return True
 
     def _untangle(self) -> None:
         """Swap the pasts of two tracks that just parted when the sound says they were swapped in the crossing.

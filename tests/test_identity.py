@@ -590,6 +590,28 @@ def test_a_track_keeps_its_lookalike_while_its_outline_is_faint(faint: float | N
             assert held == [True, True]
 
 
+@pytest.mark.parametrize(("adopt", "heard"), [(True, False), (False, False), (True, True)])
+def test_a_lookalike_leaving_a_merge_off_its_track_is_its_lost_partner(adopt: bool, heard: bool, monkeypatch) -> None:
+    """A fast disc passes behind a still one, stops there, and comes back out on the side it came from. Its track,
+    carried on by its motion, has lost it; when the disc shows up again next to its partner, the lost track takes
+    it (so the two tracks' pasts stay with two look-alikes the sound can untangle) instead of a new track starting.
+    Not when the lost track is the heard one: there the segmentation's own guess stands."""
+    monkeypatch.setattr(identity_module, "ADOPT_NEAR_PARTNER", adopt)
+    identity, moving = None, None
+    for t, x in enumerate([10, 35, 60, 80, 80, 80, 45, 40, 35]):
+        image, (still, disc) = _scene([(80, 48), (x, 50)], [1.0, 1.0], [(200, 40, 40)] * 2)
+        if identity is None:
+            identity = SoundIdentity(LookalikeFinder(image, disc if heard else still), window=12)
+        identity.push(image, -6.0 + 4 * (t % 2))
+        identity.decide(disc if heard else still)
+        if moving is None:
+            moving = next(track for track in identity.tracks if (track.region & disc).any())
+    assert (identity.heard_track is moving) == heard
+    kept = moving.region is not None and _iou(moving.region, disc) > 0.5
+    assert kept == (adopt and not heard)
+    assert len(identity.tracks) == (2 if kept else 3)
+
+
 def test_sound_identity_names_the_other_lookalikes_once_one_is_heard() -> None:
     """Before the sound has picked a disc nothing is ruled out; after, the other disc's region is (so the session
     can take it out of the object's mask), but not while the heard disc is out of sight (the pick may be wrong)."""
