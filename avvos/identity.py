@@ -83,6 +83,9 @@ SPLIT_SURE = 0.3
 #: blurred look-alike, or a dim one on a background of nearly its brightness) may still be held by a track
 #: predicted near it (within two radii), though it records no state and starts no track. None: not used.
 FAINT_EDGE: float | None = 0.15
+#: For how many frames running a track may hold (or share) only faint regions: a look-alike is blurred or dim for
+#: a few frames, while a track that holds faint regions for long is following a background patch.
+FAINT_FRAMES = 2
 
 
 def loudness(window: np.ndarray | torch.Tensor, samples: int | None = None) -> float | None:
@@ -264,6 +267,7 @@ class _Track:
     contested: np.ndarray | None = None  # the part its fitted shape shares with another track's
     partners: list[_Track] = field(default_factory=list)  # the tracks it last shared a region with
     parted: int = 0  # frames since it last shared a region
+    faint: int = 0  # frames running in which the regions it held or shared were faint ones
 
 
 def _centre(region: np.ndarray) -> np.ndarray:
@@ -345,6 +349,10 @@ class SoundIdentity:
         )
         taken: set[int] = set()
 
+        def usable(ti: int, ri: int) -> bool:
+            """Whether track ``ti`` may hold or share region ``ri`` (a faint one only for a few frames running)."""
+            return ri < strong or self.tracks[ti].faint < FAINT_FRAMES
+
         def grown_within(ri: int, distance: float) -> bool:
             """Whether taken region ``ri`` has grown well past its holder's size (two look-alikes seen as one
             blob) and ``distance`` from it is close enough for a second look-alike in it."""
@@ -354,7 +362,7 @@ class SoundIdentity:
 
         blocked: dict[int, int] = {}  # track -> the grown region nearer than any free one, which it shares
         for distance, ti, ri in pairs:
-            if holders[ti] is not None or ti in blocked:
+            if holders[ti] is not None or ti in blocked or not usable(ti, ri):
                 continue
             reach = 2.5 * self.radius + 2 * math.sqrt(sizes[ri] / math.pi) if ri < strong else 2 * self.radius
             if ri not in taken and distance <= reach:
@@ -368,11 +376,12 @@ class SoundIdentity:
         # any free one (``blocked``).
         sharers: dict[int, list[int]] = {}
         for ti, p in enumerate(predicted):
-            inside = [ri for ri in taken if _covers(regions[ri], p)] if holders[ti] is None else []
+            inside = [ri for ri in taken if usable(ti, ri) and _covers(regions[ri], p)] if holders[ti] is None else []
             if holders[ti] is None and not inside and ti in blocked:
                 inside = [blocked[ti]]
             if holders[ti] is None and not inside:
-                inside = [ri for ri in taken if grown_within(ri, float(np.hypot(*(centres[ri] - p))))]
+                near = [ri for ri in taken if grown_within(ri, float(np.hypot(*(centres[ri] - p))))]
+                inside = [ri for ri in near if usable(ti, ri)]
             if inside:
                 sharers.setdefault(inside[0], []).append(ti)
         for ri, members in sharers.items():
@@ -388,6 +397,9 @@ class SoundIdentity:
         for ti, track in enumerate(self.tracks):
             ri = holders[ti]
             state = np.full(3, np.nan)
+            held = ri if ri is not None else next((rj for rj, members in sharers.items() if ti in members), None)
+            if held is not None:
+                track.faint = track.faint + 1 if held >= strong else 0
             if not any(ti in members for members in sharers.values()):
                 track.merged = track.share = track.contested = None
                 track.parted += 1
