@@ -20,8 +20,11 @@ rise and fall, nothing is ever re-annotated.
 Look-alikes that overlap are one region: each track sharing it gets the object's shape fitted where its motion
 puts it, and the heard one's share of the region is the output while they overlap (where brightness is what
 follows the sound, the heard one's pixels are told by their brightness instead). When they part, which track
-left on which side is a guess from motion that the sound checks (:meth:`SoundIdentity._untangle`). Once a track
-is heard, the regions of the other look-alikes are kept out of the object's mask.
+left on which side is a guess from motion that the sound checks (:meth:`SoundIdentity._untangle`); a look-alike
+that leaves a merge where its track's motion did not look is given back to that track
+(:meth:`SoundIdentity._adopt`). A track keeps its look-alike through a frame or two in which the outline is too
+faint for the finder (blurred, or dim against its background). Once a track is heard, the regions of the other
+look-alikes are kept out of the object's mask.
 """
 
 from __future__ import annotations
