@@ -397,13 +397,14 @@ class SoundIdentity:
                 track.merged, track.share, track.contested, track.parted = regions[ri], share, contested, 0
                 track.partners = [self.tracks[tj] for tj in members if tj != ti]
         shared = set(sharers)
+        sharing = {ti: ri for ri, members in sharers.items() for ti in members}  # track -> the region it shares
         for ti, track in enumerate(self.tracks):
             ri = holders[ti]
             state = np.full(3, np.nan)
-            held = ri if ri is not None else next((rj for rj, members in sharers.items() if ti in members), None)
+            held = ri if ri is not None else sharing.get(ti)
             if held is not None:
                 track.faint = track.faint + 1 if held >= strong else 0
-            if not any(ti in members for members in sharers.values()):
+            if ti not in sharing:
                 track.merged = track.share = track.contested = None
                 track.parted += 1
             if ri is None and track.merged is not None:
@@ -452,8 +453,9 @@ class SoundIdentity:
             if track.region is not None or track.merged is not None or not track.missed or track is self.heard_track:
                 continue
             for partner in track.partners:
-                if partner in self.tracks and float(np.hypot(*(partner.centre - centre))) <= nearest:
-                    best, nearest = track, float(np.hypot(*(partner.centre - centre)))
+                distance = float(np.hypot(*(partner.centre - centre)))
+                if partner in self.tracks and distance <= nearest:
+                    best, nearest = track, distance
         if best is None:
             return False
         best.centre, best.velocity, best.region, best.size, best.missed = centre, np.zeros(2), region, size, 0
