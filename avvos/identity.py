@@ -80,6 +80,9 @@ UNTANGLE_RATIO = 4.0
 #: heard one) is lost from view, is taken to be that lost partner (its motion in the merge was a guess) rather
 #: than a new look-alike, so that the sound can untangle the two (:meth:`SoundIdentity._adopt`).
 ADOPT_NEAR_PARTNER = True
+#: Untangle two tracks on the frames since they last shared a region, though either has shared one with a third
+#: track since (else only the tracks of the last merge are checked, and a second merge hides the first's swap).
+REMEMBER_PARTNERS = True
 #: The brightness the sound predicts must lie this far (a fraction of the classes' gap) past their midpoint.
 SPLIT_SURE = 0.3
 #: A region whose outline is fainter than the finder's edge test but at least this many times the object's (a
@@ -270,6 +273,7 @@ class _Track:
     contested: np.ndarray | None = None  # the part its fitted shape shares with another track's
     partners: list[_Track] = field(default_factory=list)  # the tracks it last shared a region with
     parted: int = 0  # frames since it last shared a region
+    met: dict = field(default_factory=dict)  # every track it shared a region with -> frames since, while remembered
     faint: int = 0  # frames running in which the regions it held or shared were faint ones
 
 
@@ -396,6 +400,7 @@ class SoundIdentity:
                 predicted[ti] = centre
                 track.merged, track.share, track.contested, track.parted = regions[ri], share, contested, 0
                 track.partners = [self.tracks[tj] for tj in members if tj != ti]
+                track.met.update((partner, 0) for partner in track.partners)
         shared = set(sharers)
         sharing = {ti: ri for ri, members in sharers.items() for ti in members}  # track -> the region it shares
         for ti, track in enumerate(self.tracks):
@@ -425,6 +430,12 @@ class SoundIdentity:
                 track.centre, track.region, track.missed = new_centre, regions[ri] if alone else None, 0
             track.states.append(state)
         self.tracks = [t for t in self.tracks if t.missed <= self.window]
+        for track in self.tracks:
+            track.met = {
+                other: since + (track.merged is None or other not in track.partners)
+                for other, since in track.met.items()
+                if other in self.tracks and since < self.memory
+            }
         if all(t is not self.heard_track for t in self.tracks):
             self.heard_track = None  # the heard look-alike was not seen for a whole window
         for ri, region in enumerate(regions):
@@ -467,16 +478,19 @@ class SoundIdentity:
 
         Which look-alike left a merge on which side is a guess from motion; the sound checks it: for two tracks
         that last shared a region at least 2 frames ago (and less than ``memory`` frames), their states before
-        the parting are joined to their own states since, and to each other's. When the crossed pair follows the
+        the parting are joined to their own states since, and to each other's (whether or not either has shared a
+        region with a third track since: :data:`REMEMBER_PARTNERS`). When the crossed pair follows the
         sound better than the straight pair (by ``margin``), or the frames since the parting alone say they were
         swapped (:meth:`_predicts_crossed`: the heard past would otherwise dominate the correlations until the
         window has rolled on, and twins that part for a few frames only would never be untangled), the tracks
         exchange their pasts (and which one is heard); where they are stays."""
         heard = np.array(self._heard)
         for a in self.tracks:
-            for b in a.partners:
-                since = min(a.parted, b.parted)
-                if a not in b.partners or b not in self.tracks or not 2 <= since < len(heard) or id(a) > id(b):
+            pairs = a.met.items() if REMEMBER_PARTNERS else ((b, min(a.parted, b.parted)) for b in a.partners)
+            for b, since in pairs:
+                if REMEMBER_PARTNERS and b not in self.tracks or not 2 <= since < len(heard) or id(a) > id(b):
+                    continue
+                if not REMEMBER_PARTNERS and (a not in b.partners or b not in self.tracks):
                     continue
                 before_a, after_a = list(a.states)[:-since], list(a.states)[-since:]
                 before_b, after_b = list(b.states)[:-since], list(b.states)[-since:]

@@ -519,6 +519,35 @@ def test_sound_identity_untangles_discs_that_part_for_three_frames_only(seed: in
     assert all(iou > 0.8 for iou in picked.values())  # never the silent disc
 
 
+@pytest.mark.parametrize("seed", [7, 8, 10])
+@pytest.mark.parametrize("remember", [True, False])
+def test_a_swap_in_one_merge_is_untangled_after_a_second_merge(seed: int, remember: bool, monkeypatch) -> None:
+    """Two discs bounce off each other (their tracks are swapped as they part, as above), and the silent one, now
+    followed by the heard track, brushes past a third look-alike two frames later. The first pair is still
+    untangled by the sound on the frames since they parted; if only the last merge's tracks were checked, the
+    brush would hide the swap until the window has rolled on."""
+    monkeypatch.setattr(identity_module, "REMEMBER_PARTNERS", remember)
+    rng = np.random.default_rng(seed)
+    frames = 30
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other, third = rng.uniform(0, 1, frames), rng.uniform(0, 1, frames)
+    identity, picked = None, {}
+    for t in range(frames):
+        step = min(10 * abs(t - 16), 60)  # they meet at frame 16 and part at 18
+        centres, levels = [(80 - step, 48), (80 + step, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]]
+        if t >= 17:  # the third, still, touches the silent one's path at frames 19 and 20
+            centres.append((115, 24))
+            levels.append(0.6 + 0.8 * third[t])
+        image, masks = _scene(centres, levels, [(200, 40, 40)] * len(centres))
+        identity = identity or SoundIdentity(LookalikeFinder(image, masks[0]), window=12)
+        identity.push(image, -6 + 4 * envelope[t])
+        region = identity.decide(masks[1])  # the segmentation went off with the silent disc
+        if region is not None:
+            picked[t] = _iou(region, masks[0])
+    assert all(picked.get(t, 0.0) > 0.8 for t in (23, 24)) == remember
+    assert all(iou > 0.8 for iou in picked.values())  # never the silent disc or the third
+
+
 @pytest.mark.parametrize("blob", [True, False])
 def test_a_blob_of_two_lookalikes_is_shared_not_taken_for_one(blob: bool, monkeypatch) -> None:
     """The other disc turns sharply onto the heard one, so its motion puts it just outside the blob the two now make:
