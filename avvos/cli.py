@@ -78,6 +78,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="when one annotated object has look-alikes, let the sound decide which of them it is (assumes the "
         "annotated object is the one heard; default: on for audio-visual weights)",
     )
+    group.add_argument(
+        "--identity-lookback",
+        type=int,
+        metavar="N",
+        help="once the sound tells that two look-alikes were swapped as they parted, mend the object's mask up to "
+        "N frames back (files only: masks are written N frames late; default: 12; live streams show masks as they "
+        "come)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,9 +268,10 @@ def run_segment(args: argparse.Namespace) -> None:
             elif args.audio:
                 print(f"{name}: these weights do not use audio; --audio is ignored", file=sys.stderr)
             stats = segment_source(session, source, plan, out_dir, overlay, progress=not args.quiet, audio=audio)
-        if stats.reannotated:
+        if stats.reannotated or stats.revised:
+            mended = f", and mended its mask in {stats.revised} earlier frame(s)" if stats.revised else ""
             print(
-                f"{name}: the sound moved the object to its heard look-alike at {stats.reannotated} frame(s) "
+                f"{name}: the sound moved the object to its heard look-alike at {stats.reannotated} frame(s){mended} "
                 "(--no-audio-identity switches this off)",
                 file=sys.stderr,
             )

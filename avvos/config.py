@@ -117,6 +117,9 @@ class InferenceConfig:
     models (measured on the synthetic task: higher J&F and steadier masks where look-alikes cross), off for
     visual ones (STCN's evaluation). It encodes a memory value every frame, which halves the frame rate on CPU,
     so live streams (``avvos live``, the web demo's webcam tab) leave it off unless asked.
+    ``identity_lookback``: how many frames back the identity check may mend the object's mask once the sound
+    tells that two look-alikes were swapped as they parted (masks are handed on that many frames late). None:
+    ``identity_window`` frames. Live streams (:meth:`for_live`) show each mask as it comes: 0.
     """
 
     top_k: int = 20
@@ -131,8 +134,11 @@ class InferenceConfig:
     smoothing: bool = True
     audio_identity: bool | None = None
     identity_window: int = 12
+    identity_lookback: int | None = None
 
     def __post_init__(self) -> None:
+        if self.identity_lookback is not None and self.identity_lookback < 0:
+            raise ValueError(f"identity_lookback must be at least 0 frames, got {self.identity_lookback}")
         if self.identity_window < 4:
             raise ValueError(f"identity_window must be at least 4 frames, got {self.identity_window}")
         if self.top_k < 1:
@@ -148,8 +154,8 @@ class InferenceConfig:
 
     def for_live(self) -> InferenceConfig:
         """These settings for a live stream: the previous frame is matched only when asked for (``True``), since
-        it halves the frame rate on CPU."""
-        return replace(self, include_last=bool(self.include_last))
+        it halves the frame rate on CPU; masks are shown as they come, never held back to be mended."""
+        return replace(self, include_last=bool(self.include_last), identity_lookback=0)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -277,6 +277,21 @@ class _Track:
     faint: int = 0  # frames running in which the regions it held or shared were faint ones
 
 
+def _crop(region: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """A region as (top, left, its bounding box's pixels): a track's past regions kept small."""
+    ys, xs = np.nonzero(region)
+    y0, x0 = int(ys.min()), int(xs.min())
+    return y0, x0, region[y0 : int(ys.max()) + 1, x0 : int(xs.max()) + 1].copy()
+
+
+def _uncrop(crop: tuple[int, int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The full-frame mask of a :func:`_crop`."""
+    y0, x0, pixels = crop
+    region = np.zeros(shape[:2], bool)
+    region[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
+    return region
+
+
 def _centre(region: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(region)
     return np.array([ys.mean(), xs.mean()])
@@ -305,7 +320,8 @@ class SoundIdentity:
     ``min_frames``: tracks are scored once they have this many frames with both state and sound; ``follow``:
     once the sound has pointed to a track, keep re-annotating the object with it while the sound is unclear;
     ``pick_frames``: the sound picks a track only when it and the runner-up each have this many such frames in the
-    window (two independent loudness envelopes often agree over four or five frames by chance).
+    window (two independent loudness envelopes often agree over four or five frames by chance); ``lookback``: how
+    many frames back an untangle may mend the object's mask (:meth:`take_revisions`; 0: none, as for a live stream).
     """
 
     def __init__(
@@ -319,6 +335,7 @@ class SoundIdentity:
         min_frames: int = 4,
         follow: bool = True,
         pick_frames: int = 8,
+        lookback: int = 0,
     ) -> None:
         if window < 4:
             raise ValueError(f"the identity window must be at least 4 frames, got {window}")
@@ -337,6 +354,10 @@ class SoundIdentity:
         self.annotated_track: _Track | None = None  # the annotated look-alike's track, until the sound picks one
         self._streak = 0
         self._behind: bool | None = None  # whether the heard look-alike is behind, in the region it now shares
+        self.lookback = max(int(lookback), 0)
+        # per frame of the last ``lookback``: where each track seen on its own was (a crop of its region)
+        self._seen: deque[dict[_Track, tuple[int, int, np.ndarray]]] = deque(maxlen=self.lookback)
+        self._revisions: list[tuple[int, np.ndarray]] = []
 
     def push(self, image: np.ndarray, heard: float | None, level: float | None = None) -> None:
         """Record one frame (``image``: (H, W, 3) RGB 0..255) and its loudness (None: nothing heard; such frames
@@ -451,6 +472,8 @@ class SoundIdentity:
         if len(self._heard) == 1:
             own = [t for t in self.tracks if t.region is not None and (t.region & self.finder._mask).any()]
             self.annotated_track = max(own, key=lambda t: (t.region & self.finder._mask).sum()) if own else None
+        if self.lookback:
+            self._seen.append({t: _crop(t.region) for t in self.tracks if t.region is not None})
         self._untangle()
 
     def _adopt(self, centre: np.ndarray, region: np.ndarray, size: int, gray: np.ndarray) -> bool:
@@ -504,8 +527,25 @@ class SoundIdentity:
                     b.states = deque(before_a + after_b, maxlen=self.memory)
                     if self.heard_track is a or self.heard_track is b:
                         self.heard_track = b if self.heard_track is a else a
+                        self._revise(self.heard_track, since)
                     if self.annotated_track is a or self.annotated_track is b:
                         self.annotated_track = b if self.annotated_track is a else a
+
+    def _revise(self, track: _Track, since: int) -> None:
+        """After an untangle made ``track`` the heard one: its regions in the frames since the parting (those of the
+        last ``lookback`` in which it was seen on its own) are the object's, in place of what was output then."""
+        shape = self._gray.shape
+        for back in range(1, min(since, len(self._seen))):
+            crop = self._seen[-1 - back].get(track)
+            if crop is not None:
+                self._revisions.append((back, _uncrop(crop, shape)))
+
+    def take_revisions(self) -> list[tuple[int, np.ndarray]]:
+        """The corrections found since the last call, oldest first: (how many frames before the last one pushed,
+        the object's mask then). Only with ``lookback`` (a file, whose masks can wait before they are written):
+        once the sound tells that two look-alikes were swapped as they parted, the frames since are mended too."""
+        revisions, self._revisions = self._revisions, []
+        return revisions
 
     def _predicts_crossed(self, befores: list[list], afters: list[list], heard: np.ndarray) -> bool:
         """Whether the sound says two tracks that just parted were swapped, judged on the frames since the

@@ -1,7 +1,9 @@
 """Offline segmentation: a loop over an :class:`~avvos.session.InferenceSession`.
 
 Reads frames lazily, applies the first mask (and masks given at later frames), writes each mask
-as soon as it is computed (so an error part-way keeps what was done) and an optional overlay video.
+as soon as it is final (so an error part-way keeps what was done) and an optional overlay video. With the
+identity check on, a mask is final :attr:`~avvos.session.InferenceSession.lookback` frames later: until then
+the sound may still mend it (:class:`~avvos.sinks.HeldFrames`).
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ from avvos.audio import FileAudio
 from avvos.errors import InputError, MaskError
 from avvos.masks import read_mask
 from avvos.session import InferenceSession
-from avvos.sinks import MaskWriter, VideoWriter, overlay
-from avvos.sources import FrameSource, Sequence, open_frames
+from avvos.sinks import HeldFrames, MaskWriter, VideoWriter, overlay
+from avvos.sources import Frame, FrameSource, Sequence, open_frames
 
 
 @dataclass
 class SegmentStats:
     """What one run did: frame and object counts, frames where the sound re-annotated an object with its heard
-    look-alike (:mod:`avvos.identity`), and time spent (model only, and in total)."""
+    look-alike (:mod:`avvos.identity`) and earlier masks it mended, and time spent (model only, and in total)."""
 
     frames: int = 0
     objects: int = 0
     reannotated: int = 0
+    revised: int = 0
     model_seconds: float = 0.0
     total_seconds: float = 0.0
 
@@ -132,6 +135,17 @@ def segment_source(
     total = source.num_frames
     video = VideoWriter(overlay_path, source.fps) if overlay_path is not None else None
     start = time.perf_counter()
+
+    def emit(frame: Frame, labels: np.ndarray) -> None:
+        if writer is not None:
+            writer.write(frame.name, labels)
+        if video is not None:
+            video.write(overlay(frame.image, labels))
+        if on_frame is not None:
+            on_frame(frame.index, labels)
+
+    held = HeldFrames(session.lookback, emit)
+    finished = False
     try:
         bar = tqdm(total=total, unit="frame", disable=not progress, desc=source.path.name, leave=False)
         with bar:
@@ -153,19 +167,22 @@ def segment_source(
                 if session.device.type == "cuda":
                     torch.cuda.synchronize(session.device)
                 stats.model_seconds += time.perf_counter() - model_start
-                if writer is not None:
-                    writer.write(frame.name, result.labels)
-                if video is not None:
-                    video.write(overlay(frame.image, result.labels))
-                if on_frame is not None:
-                    on_frame(frame.index, result.labels)
+                held.push(frame.index, frame, result.labels, result.revisions)
                 stats.frames += 1
                 stats.objects = len(result.object_ids)
                 stats.reannotated += bool(result.reannotated)
                 bar.update()
+        finished = True
     finally:
-        if video is not None:
-            video.close()
+        try:
+            held.flush()  # what was done is written, also when a frame part-way failed
+        except Exception:
+            if finished:
+                raise
+        finally:
+            if video is not None:
+                video.close()
+    stats.revised = held.revised
     stats.total_seconds = time.perf_counter() - start
     return stats
 

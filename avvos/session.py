@@ -32,6 +32,7 @@ class StepResult:
     ``probs``: (K+1, H, W) float32 on the session's device, background first, then
     ``object_ids`` in order.
     ``reannotated``: objects the identity check moved to the look-alike that is heard, at this frame.
+    ``revisions``: masks of earlier frames mended by the identity check (:class:`Revision`).
     """
 
     index: int
@@ -39,6 +40,18 @@ class StepResult:
     probs: torch.Tensor
     object_ids: list[int]
     reannotated: list[int] = field(default_factory=list)
+    revisions: list[Revision] = field(default_factory=list)
+
+
+@dataclass
+class Revision:
+    """A mended mask of an earlier frame: object ``object_id`` of frame ``index`` is ``mask`` ((H, W) bool at the
+    input size). The identity check finds these once the sound tells that two look-alikes were swapped as they
+    parted (:attr:`InferenceSession.lookback`; :class:`~avvos.sinks.HeldFrames` applies them)."""
+
+    index: int
+    object_id: int
+    mask: np.ndarray
 
 
 def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, int, int]:
@@ -107,6 +120,10 @@ class InferenceSession:
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         wanted = self.config.audio_identity
         self.checks_identity = model.uses_audio if wanted is None else wanted
+        lookback = self.config.identity_lookback
+        #: How many frames late a consumer should hand masks on, so that :attr:`StepResult.revisions` can still
+        #: mend them (0 without the identity check).
+        self.lookback = (self.config.identity_window if lookback is None else lookback) if self.checks_identity else 0
         last = self.config.include_last
         self.includes_last = model.uses_audio if last is None else last
         self.reset()
@@ -118,6 +135,7 @@ class InferenceSession:
         self.sync_history = SyncHistory()  # the last frames and sounds, for the ``sync`` audio design
         self._warned_no_audio = False
         self.identities: dict[int, SoundIdentity] = {}  # objects with look-alikes, for the identity check
+        self._revisions: list[tuple[int, int, np.ndarray]] = []  # (frame, object, mask at the processing size)
         self.object_ids: list[int] = []
         self.frame_index = 0
         self.input_size: tuple[int, int] | None = None
@@ -208,7 +226,7 @@ class InferenceSession:
         for object_id in new_ids if len(self.object_ids) == 1 else []:
             finder = find_lookalikes(picture, labels == self.object_ids.index(object_id) + 1)
             if finder is not None:
-                self.identities[object_id] = SoundIdentity(finder, self.config.identity_window)
+                self.identities[object_id] = SoundIdentity(finder, self.config.identity_window, lookback=self.lookback)
         if len(self.object_ids) > 1:
             self.identities.clear()  # the sound can point to one object only
         heard = loudness(audio) if audio is not None else None
@@ -219,6 +237,8 @@ class InferenceSession:
             identity.push(picture, heard, level)
             if object_id not in new_ids:
                 mask, reannotate = identity.correct(labels == self.object_ids.index(object_id) + 1)
+                for back, region in identity.take_revisions():
+                    self._revisions.append((self.frame_index - 1 - back, object_id, region))
                 if mask is not None:
                     masks[object_id] = mask
                     moved += [object_id] if reannotate else []
@@ -345,4 +365,14 @@ class InferenceSession:
             probs = F.interpolate(probs[None], self.input_size, mode="bilinear", align_corners=False)[0]
         lookup = torch.tensor([0, *self.object_ids], dtype=torch.uint8, device=probs.device)
         labels = lookup[label_map(probs)].cpu().numpy()
-        return StepResult(index, labels, probs, list(self.object_ids), reannotated)
+        revisions = [Revision(t, object_id, self._to_input_size(mask)) for t, object_id, mask in self._revisions]
+        self._revisions = []
+        return StepResult(index, labels, probs, list(self.object_ids), reannotated, revisions)
+
+    def _to_input_size(self, mask: np.ndarray) -> np.ndarray:
+        """A (h, w) bool mask at the processing size, at the input size (as the labels are scaled back)."""
+        assert self.input_size is not None
+        if mask.shape == self.input_size:
+            return mask
+        scaled = F.interpolate(torch.from_numpy(mask)[None, None].float(), self.input_size, mode="bilinear")
+        return (scaled[0, 0] > 0.5).numpy()

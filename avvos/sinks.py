@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import cv2
@@ -12,6 +15,9 @@ import numpy as np
 from avvos.closing import Closeable
 from avvos.errors import AvvosError
 from avvos.masks import davis_palette, write_mask
+
+if TYPE_CHECKING:
+    from avvos.session import Revision
 
 CONTOUR_WIDTH = 2
 
@@ -190,3 +196,36 @@ class VideoWriter(Closeable):
         finally:
             self._container, self._stream, self._audio_stream, self._closed = None, None, None, True
             container.close()
+
+
+class HeldFrames:
+    """Holds each frame's labels back ``lag`` frames before handing them on (``emit(item, labels)``, in order), so
+    that masks the identity check mends later (:class:`~avvos.session.Revision`) still reach the outputs;
+    :meth:`flush` hands on the rest. ``revised``: how many held masks were mended."""
+
+    def __init__(self, lag: int, emit: Callable[[Any, np.ndarray], None]) -> None:
+        self.lag = max(int(lag), 0)
+        self.emit = emit
+        self.revised = 0
+        self._held: deque[tuple[int, Any, np.ndarray]] = deque()
+
+    def push(self, index: int, item: Any, labels: np.ndarray, revisions: Iterable[Revision] = ()) -> None:
+        """Hold frame ``index`` (``item``: what ``emit`` needs besides the labels), after mending the held frames
+        that ``revisions`` name; hand on the frames that are now ``lag`` behind."""
+        for revision in revisions:
+            for position, (held_index, held_item, held_labels) in enumerate(self._held):
+                if held_index == revision.index:
+                    mended = np.where(held_labels == revision.object_id, 0, held_labels).astype(held_labels.dtype)
+                    mended[revision.mask] = revision.object_id
+                    self._held[position] = (held_index, held_item, mended)
+                    self.revised += 1
+        self._held.append((index, item, labels))
+        while len(self._held) > self.lag:
+            _, held_item, held_labels = self._held.popleft()
+            self.emit(held_item, held_labels)
+
+    def flush(self) -> None:
+        """Hand on every frame still held."""
+        while self._held:
+            _, held_item, held_labels = self._held.popleft()
+            self.emit(held_item, held_labels)

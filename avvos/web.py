@@ -51,8 +51,8 @@ from avvos.errors import AvvosError, CheckpointError, InputError, MaskError
 from avvos.masks import read_mask, write_mask
 from avvos.model.stcn import STCN
 from avvos.session import InferenceSession
-from avvos.sinks import VideoWriter, overlay
-from avvos.sources import open_frames
+from avvos.sinks import HeldFrames, VideoWriter, overlay
+from avvos.sources import Frame, open_frames
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -887,20 +887,26 @@ class WebRuntime:
         total = source.num_frames
         try:
             with VideoWriter(video_path, source.fps) as video, zipfile.ZipFile(zip_path, "w") as archive:
+
+                def emit(frame: Frame, labels: np.ndarray) -> None:
+                    video.write(overlay(frame.image, labels))
+                    png = job / f"{frame.name}.png"
+                    write_mask(png, labels)
+                    archive.write(png, f"masks/{frame.name}.png")
+                    png.unlink()
+
+                held = HeldFrames(session.lookback, emit)  # the sound may still mend the last few masks
                 for frame in source:
                     if frame.time > limit + 1e-6:
                         raise InputError(f"the video is longer than this server's limit of {limit:g} s")
                     window = audio.window(frame.time) if audio is not None else None
                     last = total is not None and frame.index == total - 1
                     result = session.step(frame.image, window, mask=mask if frame.index == 0 else None, end=last)
-                    video.write(overlay(frame.image, result.labels))
-                    png = job / f"{frame.name}.png"
-                    write_mask(png, result.labels)
-                    archive.write(png, f"masks/{frame.name}.png")
-                    png.unlink()
+                    held.push(frame.index, frame, result.labels, result.revisions)
                     frames += 1
                     if progress is not None and total:
                         progress(frames / total, desc=f"frame {frames} of {total}")
+                held.flush()
         except AvvosError as exc:
             shutil.rmtree(job, ignore_errors=True)
             return None, None, f"Stopped after {frames} frames: {_strip_path(str(exc), str(source.path))}"

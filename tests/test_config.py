@@ -39,6 +39,21 @@ def test_previous_frame_matching_defaults() -> None:
     assert web.inference_config().include_last is False and web.offline_config().include_last is None
 
 
+def test_identity_lookback_defaults() -> None:
+    """Files let masks wait for the identity check's mending (None: its window); live streams and the web demo's
+    webcam never do (0); the option reaches the configuration, and a negative one is refused."""
+    parser = build_parser()
+    assert config_from_options(InferenceConfig, parser.parse_args(["segment", "clip.mp4"])).identity_lookback is None
+    args = parser.parse_args(["segment", "clip.mp4", "--identity-lookback", "5"])
+    assert config_from_options(InferenceConfig, args).identity_lookback == 5
+    assert InferenceConfig().for_live().identity_lookback == 0
+    assert InferenceConfig(identity_lookback=4).for_live().identity_lookback == 0
+    web = config_from_args(parser.parse_args(["web"]))
+    assert web.inference_config().identity_lookback == 0 and web.offline_config().identity_lookback is None
+    with pytest.raises(ValueError, match="identity_lookback"):
+        InferenceConfig(identity_lookback=-1)
+
+
 def test_bad_values_are_refused_with_the_field_named() -> None:
     with pytest.raises(ValueError, match="top_k"):
         config_from_options(InferenceConfig, build_parser().parse_args(["segment", "clip.mp4", "--top-k", "0"]))

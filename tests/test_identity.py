@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -381,6 +382,38 @@ def test_segment_reports_the_sound_moving_the_object(tmp_path: Path, capsys: pyt
     assert "heard look-alike" not in capsys.readouterr().err
 
 
+def test_segment_mends_the_masks_since_the_parting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``avvos segment`` on the discs that bounce off each other (untrained audio-visual weights): once the sound
+    untangles them, the masks written for the frames since they parted are the heard disc's, and the command says
+    so; with ``--identity-lookback 0`` (as live) nothing is mended."""
+    torch.manual_seed(0)
+    weights = tmp_path / "av.safetensors"
+    save_checkpoint(build_model(_light_audio_config()), weights)
+    clip = list(_bounce_past_a_third(7))
+    rng = np.random.default_rng(3)
+    # frame t (at t / 25 s) hears the 40 ms before it: chunk k carries the loudness of frame k + 1
+    levels = [heard for _, _, heard in clip]
+    chunks = [rng.normal(0, math.exp(levels[min(k + 1, len(clip) - 1)] / 2), 640) for k in range(len(clip))]
+    write_wav(tmp_path / "sound.wav", np.concatenate(chunks).astype(np.float32), 16000)
+    (tmp_path / "frames").mkdir()
+    for t, (image, _, _) in enumerate(clip):
+        Image.fromarray(image).save(tmp_path / "frames" / f"{t:05d}.png")
+    write_mask(tmp_path / "first.png", clip[0][1][0].astype(np.uint8))
+    common = ["segment", str(tmp_path / "frames"), "--mask", str(tmp_path / "first.png"), "--audio",
+              str(tmp_path / "sound.wav"), "--weights", str(weights), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "held")]) == 0
+    assert "mended its mask in" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "live"), "--identity-lookback", "0"]) == 0
+    assert "mended" not in capsys.readouterr().err
+
+    def iou(folder: str, t: int) -> float:
+        return _iou(read_mask(tmp_path / folder / f"{t:05d}.png") == 1, clip[t][1][0])
+
+    assert all(iou("held", t) > 0.8 for t in range(18, 22))  # parted at 18, untangled at 22 or 23
+    assert min(iou("live", t) for t in range(18, 22)) < 0.5  # as output then: the silent disc, or a guess
+    assert all(iou("held", t) == iou("live", t) for t in range(24, len(clip)))  # later frames alike
+
+
 def test_no_identity_check_for_several_objects() -> None:
     model = build_model(_light_audio_config())
     red = (200, 40, 40)
@@ -519,6 +552,24 @@ def test_sound_identity_untangles_discs_that_part_for_three_frames_only(seed: in
     assert all(iou > 0.8 for iou in picked.values())  # never the silent disc
 
 
+def _bounce_past_a_third(seed: int, frames: int = 30):
+    """Two discs bounce off each other (they meet at frame 16 and part at 18), and the silent one brushes past a
+    third, still look-alike at frames 19 and 20; the heard disc's brightness follows the loudness, the others'
+    noise. Yields, per frame, the image, the discs' masks (heard, silent, then the third from frame 17) and the
+    loudness."""
+    rng = np.random.default_rng(seed)
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    other, third = rng.uniform(0, 1, frames), rng.uniform(0, 1, frames)
+    for t in range(frames):
+        step = min(10 * abs(t - 16), 60)
+        centres, levels = [(80 - step, 48), (80 + step, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]]
+        if t >= 17:
+            centres.append((115, 24))
+            levels.append(0.6 + 0.8 * third[t])
+        image, masks = _scene(centres, levels, [(200, 40, 40)] * len(centres))
+        yield image, masks, -6 + 4 * envelope[t]
+
+
 @pytest.mark.parametrize("seed", [7, 8, 10])
 @pytest.mark.parametrize("remember", [True, False])
 def test_a_swap_in_one_merge_is_untangled_after_a_second_merge(seed: int, remember: bool, monkeypatch) -> None:
@@ -527,25 +578,39 @@ def test_a_swap_in_one_merge_is_untangled_after_a_second_merge(seed: int, rememb
     untangled by the sound on the frames since they parted; if only the last merge's tracks were checked, the
     brush would hide the swap until the window has rolled on."""
     monkeypatch.setattr(identity_module, "REMEMBER_PARTNERS", remember)
-    rng = np.random.default_rng(seed)
-    frames = 30
-    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
-    other, third = rng.uniform(0, 1, frames), rng.uniform(0, 1, frames)
     identity, picked = None, {}
-    for t in range(frames):
-        step = min(10 * abs(t - 16), 60)  # they meet at frame 16 and part at 18
-        centres, levels = [(80 - step, 48), (80 + step, 48)], [0.6 + 0.8 * envelope[t], 0.6 + 0.8 * other[t]]
-        if t >= 17:  # the third, still, touches the silent one's path at frames 19 and 20
-            centres.append((115, 24))
-            levels.append(0.6 + 0.8 * third[t])
-        image, masks = _scene(centres, levels, [(200, 40, 40)] * len(centres))
+    for t, (image, masks, heard) in enumerate(_bounce_past_a_third(seed)):
         identity = identity or SoundIdentity(LookalikeFinder(image, masks[0]), window=12)
-        identity.push(image, -6 + 4 * envelope[t])
+        identity.push(image, heard)
         region = identity.decide(masks[1])  # the segmentation went off with the silent disc
         if region is not None:
             picked[t] = _iou(region, masks[0])
     assert all(picked.get(t, 0.0) > 0.8 for t in (23, 24)) == remember
     assert all(iou > 0.8 for iou in picked.values())  # never the silent disc or the third
+
+
+@pytest.mark.parametrize("seed", [7, 8, 10])
+@pytest.mark.parametrize("lookback", [12, 3, 0])
+def test_an_untangle_mends_the_frames_since_the_parting(seed: int, lookback: int) -> None:
+    """When the sound untangles the two discs (as above), the heard disc's regions in the frames since they parted
+    are handed back as the object's masks then, as far back as ``lookback`` frames (none for a live stream)."""
+    identity, heard_masks, mended = None, [], {}
+    untangled = None
+    for t, (image, masks, heard) in enumerate(_bounce_past_a_third(seed)):
+        heard_masks.append(masks[0])
+        identity = identity or SoundIdentity(LookalikeFinder(image, masks[0]), window=12, lookback=lookback)
+        identity.push(image, heard)
+        identity.decide(masks[1])
+        for back, mask in identity.take_revisions():
+            untangled = t
+            mended[t - back] = _iou(mask, heard_masks[t - back])
+    if lookback == 0:
+        assert mended == {}
+    else:
+        assert untangled is not None and untangled > 20
+        assert sorted(mended) == list(range(max(18, untangled - lookback + 1), untangled))  # since the parting
+        assert min(mended.values()) > 0.9  # the heard disc, not the silent one the track was on then
+    assert len(identity._seen) <= lookback  # bounded
 
 
 @pytest.mark.parametrize("blob", [True, False])

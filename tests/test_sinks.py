@@ -10,7 +10,8 @@ from PIL import Image
 
 import avvos.sinks
 from avvos.masks import davis_palette, read_mask
-from avvos.sinks import MaskWriter, VideoWriter, overlay
+from avvos.session import Revision
+from avvos.sinks import HeldFrames, MaskWriter, VideoWriter, overlay
 from avvos.sources import open_frames
 
 
@@ -132,3 +133,35 @@ def test_video_writer_refuses_other_sizes_and_writes_no_file_without_frames(tmp_
     with pytest.raises(ValueError, match="closed"):
         writer.write(np.zeros((48, 64, 3), np.uint8))
     assert len(list(open_frames(tmp_path / "sizes.mp4"))) == 1
+
+
+def test_held_frames_are_handed_on_in_order_lag_frames_late_with_their_mended_masks() -> None:
+    """Each frame is handed on once ``lag`` later ones have come; a revision mends a held frame's object (its old
+    pixels go to the background, the other objects stay) and is ignored for a frame already handed on."""
+    emitted: list[tuple[str, np.ndarray]] = []
+    held = HeldFrames(2, lambda name, labels: emitted.append((name, labels)))
+    blank = np.zeros((4, 6), np.uint8)
+    first = blank.copy()
+    first[0, :2], first[3, 5] = 1, 2
+    held.push(0, "a", first)
+    held.push(1, "b", blank)
+    assert emitted == []
+    mended = np.zeros((4, 6), bool)
+    mended[2, 3:5] = True
+    held.push(2, "c", blank, [Revision(0, 1, mended), Revision(1, 1, mended)])
+    assert [name for name, _ in emitted] == ["a"]
+    expected = np.zeros((4, 6), np.uint8)
+    expected[2, 3:5], expected[3, 5] = 1, 2
+    np.testing.assert_array_equal(emitted[0][1], expected)
+    held.push(3, "d", blank, [Revision(0, 1, np.zeros((4, 6), bool))])  # frame 0 is out already
+    held.flush()
+    assert [name for name, _ in emitted] == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(emitted[1][1], mended.astype(np.uint8))
+    assert held.revised == 2
+
+
+def test_no_lag_hands_each_frame_on_at_once() -> None:
+    emitted: list[str] = []
+    held = HeldFrames(0, lambda name, labels: emitted.append(name))
+    held.push(0, "a", np.zeros((2, 2), np.uint8))
+    assert emitted == ["a"]
