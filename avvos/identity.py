@@ -532,8 +532,9 @@ class SoundIdentity:
                         self.annotated_track = b if self.annotated_track is a else a
 
     def _revise(self, track: _Track, since: int) -> None:
-        """After an untangle made ``track`` the heard one: its regions in the frames since the parting (those of the
-        last ``lookback`` in which it was seen on its own) are the object's, in place of what was output then."""
+        """After an untangle (or the sound's pick) made ``track`` the heard one: its regions in the last ``since`` - 1
+        frames (the frames since it parted from another track, of the last ``lookback``, in which it was seen on its
+        own) are the object's, in place of what was output then."""
         shape = self._gray.shape
         for back in range(1, min(since, len(self._seen))):
             crop = self._seen[-1 - back].get(track)
@@ -543,7 +544,8 @@ class SoundIdentity:
     def take_revisions(self) -> list[tuple[int, np.ndarray]]:
         """The corrections found since the last call, oldest first: (how many frames before the last one pushed,
         the object's mask then). Only with ``lookback`` (a file, whose masks can wait before they are written):
-        once the sound tells that two look-alikes were swapped as they parted, the frames since are mended too."""
+        once the sound tells that two look-alikes were swapped as they parted, or picks another look-alike as the
+        heard one, the frames since that look-alike last parted from another are mended too."""
         revisions, self._revisions = self._revisions, []
         return revisions
 
@@ -812,6 +814,8 @@ class SoundIdentity:
         if TRUST_ANNOTATED and varied and self.heard_track is None and self.annotated_track in self.tracks:
             self.heard_track = self.annotated_track
         if clear and self._streak >= self.patience:
+            if self.heard_track is not None and self.heard_track is not self.tracks[best]:
+                self._revise(self.tracks[best], self.tracks[best].parted)  # its frames since it last shared a region
             self.heard_track = self.tracks[best]
             self.annotated_track = None
         elif not self.follow:

@@ -279,6 +279,28 @@ def test_the_sound_needs_enough_frames_to_pick_another_lookalike(pick_frames: in
     assert any(wrong) == (pick_frames == 4)
 
 
+@pytest.mark.parametrize("lookback", [12, 0])
+def test_the_sounds_pick_of_another_lookalike_mends_the_frames_before(lookback: int) -> None:
+    """The annotated disc is the silent one: it is taken for the heard one until the sound picks the other; the
+    frames before the pick (as far back as ``lookback``) are then mended to the heard disc as well."""
+    rng = np.random.default_rng(4)
+    frames = 24
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    clip = list(_two_discs(frames, 1, envelope, rng.uniform(0, 1, frames)))
+    identity = SoundIdentity(LookalikeFinder(clip[0][0], clip[0][1][0]), window=12, lookback=lookback)
+    picked, mended = None, {}
+    for t, (image, (silent, heard)) in enumerate(clip):
+        identity.push(image, -6 + 4 * envelope[t])
+        if identity.decide(silent) is not None and picked is None:
+            picked = t
+        for back, mask in identity.take_revisions():
+            mended[t - back] = _iou(mask, clip[t - back][1][1])
+    assert picked is not None
+    assert picked > 4  # after some frames of evidence; the annotated frame itself is never mended
+    assert sorted(mended) == ([] if lookback == 0 else list(range(max(1, picked - lookback + 1), picked)))
+    assert all(iou > 0.9 for iou in mended.values())
+
+
 @pytest.mark.parametrize("follow", [True, False])
 def test_sound_identity_follows_the_heard_disc_after_the_sound_stops(follow: bool) -> None:
     """Once the sound has pointed to a disc, the check keeps that disc (followed by its motion) through a stretch
