@@ -24,7 +24,9 @@ left on which side is a guess from motion that the sound checks (:meth:`SoundIde
 that leaves a merge where its track's motion did not look is given back to that track
 (:meth:`SoundIdentity._adopt`). A track keeps its look-alike through a frame or two in which the outline is too
 faint for the finder (blurred, or dim against its background). Once a track is heard, the regions of the other
-look-alikes are kept out of the object's mask.
+look-alikes are kept out of the object's mask. Where masks can wait (a file, not a live stream: ``lookback``), an
+untangle or a pick that moves the heard track also mends the object's masks of the frames since that track last
+parted from another (:meth:`SoundIdentity.take_revisions`).
 """
 
 from __future__ import annotations

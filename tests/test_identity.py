@@ -289,7 +289,7 @@ def test_the_sounds_pick_of_another_lookalike_mends_the_frames_before(lookback: 
     clip = list(_two_discs(frames, 1, envelope, rng.uniform(0, 1, frames)))
     identity = SoundIdentity(LookalikeFinder(clip[0][0], clip[0][1][0]), window=12, lookback=lookback)
     picked, mended = None, {}
-    for t, (image, (silent, heard)) in enumerate(clip):
+    for t, (image, (silent, _)) in enumerate(clip):
         identity.push(image, -6 + 4 * envelope[t])
         if identity.decide(silent) is not None and picked is None:
             picked = t
