@@ -47,7 +47,8 @@ class StepResult:
 class Revision:
     """A mended mask of an earlier frame: object ``object_id`` of frame ``index`` is ``mask`` ((H, W) bool at the
     input size). The identity check finds these once the sound tells that two look-alikes were swapped as they
-    parted (:attr:`InferenceSession.lookback`; :class:`~avvos.sinks.HeldFrames` applies them)."""
+    parted, or picks another look-alike as the heard one (:attr:`InferenceSession.lookback`;
+    :class:`~avvos.sinks.HeldFrames` applies them)."""
 
     index: int
     object_id: int
