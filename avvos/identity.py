@@ -513,9 +513,9 @@ class SoundIdentity:
         for a in self.tracks:
             pairs = a.met.items() if REMEMBER_PARTNERS else ((b, min(a.parted, b.parted)) for b in a.partners)
             for b, since in pairs:
-                if REMEMBER_PARTNERS and b not in self.tracks or not 2 <= since < len(heard) or id(a) > id(b):
+                if b not in self.tracks or not 2 <= since < len(heard) or id(a) > id(b):
                     continue
-                if not REMEMBER_PARTNERS and (a not in b.partners or b not in self.tracks):
+                if not REMEMBER_PARTNERS and a not in b.partners:
                     continue
                 before_a, after_a = list(a.states)[:-since], list(a.states)[-since:]
                 before_b, after_b = list(b.states)[:-since], list(b.states)[-since:]
