@@ -256,6 +256,35 @@ def test_sound_identity_keeps_the_annotated_disc_until_the_sound_tells(trust: bo
             assert picked == {}
 
 
+@pytest.mark.parametrize("confirm", [1.0, None])
+def test_a_quiet_sound_that_the_annotated_disc_follows_confirms_it(confirm: float | None, monkeypatch) -> None:
+    """The sound rises and falls by only about 1.5 (short of the 3 a pick needs): when the annotated disc's
+    brightness follows it, that still confirms the annotated disc (:data:`avvos.identity.CONFIRM_RANGE`), and the
+    segmentation straying to the other disc is corrected once there is a whole window to judge by. When neither
+    disc follows it (the sound is only noise), nothing changes."""
+    monkeypatch.setattr("avvos.identity.CONFIRM_RANGE", confirm)
+    rng = np.random.default_rng(7)
+    frames = 20
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    for follows in (True, False):
+        own = envelope if follows else rng.uniform(0, 1, frames)
+        clip = list(_two_discs(frames, 0, own, rng.uniform(0, 1, frames)))  # masks: (annotated disc, other disc)
+        first_image, (first_annotated, _) = clip[0]
+        identity = SoundIdentity(LookalikeFinder(first_image, first_annotated), window=12)
+        picked = {}
+        for t, (image, (annotated, other)) in enumerate(clip):
+            identity.push(image, -6 + 1.5 * envelope[t])
+            assert identity.heard_range() < identity.min_range
+            region = identity.decide(other)  # the segmentation has strayed to the other disc
+            if region is not None:
+                picked[t] = _iou(region, annotated)
+        if follows and confirm is not None:
+            assert set(range(12, frames)) <= set(picked) and min(picked.values()) > 0.8
+            assert min(picked) >= identity.window - 1  # not before a whole window to judge by
+        else:
+            assert picked == {}
+
+
 @pytest.mark.parametrize("pick_frames", [8, 4])
 def test_the_sound_needs_enough_frames_to_pick_another_lookalike(pick_frames: int) -> None:
     """The other disc's brightness happens to follow the sound exactly in the first frames (the heard, annotated one
