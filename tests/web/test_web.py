@@ -513,16 +513,18 @@ def paint_object(tab: Tab, added: Any) -> None:
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    for _ in range(3):  # the editor hands its layers over asynchronously: paint again if they were not ready
+    # The editor hands its layers over asynchronously: paint again, waiting longer each time, if they were not
+    # ready (on a loaded machine the software-rendered canvas can take several seconds).
+    for attempt in range(5):
         tab.page.mouse.move(cx - 30, cy - 10)
         tab.page.mouse.down()
         for step in range(1, 5):  # few moves: the editor's canvas renders slowly in software
             tab.page.mouse.move(cx - 30 + 15 * step, cy - 10 + 5 * step)
         tab.page.mouse.up()
-        time.sleep(1.0)
+        time.sleep(1.0 + attempt)
         tab.page.click("#add_brush")
         try:
-            wait_until(added, timeout=15, what="the painted object")
+            wait_until(added, timeout=15 + 5 * attempt, what="the painted object")
             return
         except AssertionError:
             continue
