@@ -68,7 +68,7 @@ TRUST_ANNOTATED = True
 CONFIRM_RANGE: float | None = 1.0
 #: How closely (correlation) the annotated look-alike's state must follow that quieter sound. Noise alone rarely
 #: does so this closely over a whole window (at ``min_score`` over ``pick_frames`` frames it did in 18 of 128
-#: silent development clips, over the window at this score in none of 64).
+#: silent development clips, over the window at this score in 1 of 128).
 CONFIRM_SCORE = 0.8
 #: A region this many times its holder's size, with another track predicted near it, is taken for two look-alikes.
 BLOB_GROWTH = 1.25
