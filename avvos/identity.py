@@ -811,8 +811,9 @@ class SoundIdentity:
         track = self.annotated_track
         if CONFIRM_RANGE is None or track not in self.tracks:
             return False
-        followed = bool(scores[self.tracks.index(track)] >= CONFIRM_SCORE) and self._evidence(track) >= self.window
-        return followed and self.heard_range() >= CONFIRM_RANGE
+        if not scores[self.tracks.index(track)] >= CONFIRM_SCORE or self._evidence(track) < self.window:
+            return False
+        return self.heard_range() >= CONFIRM_RANGE
 
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
@@ -832,8 +833,8 @@ class SoundIdentity:
             clear = scores[best] >= self.min_score and scores[best] - scores[order[1]] > self.margin
             clear = clear and min(self._evidence(self.tracks[i]) for i in order[:2]) >= self.pick_frames
         self._streak = self._streak + 1 if clear else 0
-        trusted = varied or self._confirms_annotation(scores)
-        if TRUST_ANNOTATED and trusted and self.heard_track is None and self.annotated_track in self.tracks:
+        waiting = TRUST_ANNOTATED and self.heard_track is None and self.annotated_track in self.tracks
+        if waiting and (varied or self._confirms_annotation(scores)):  # the quieter test only while it matters
             self.heard_track = self.annotated_track
         if clear and self._streak >= self.patience:
             if self.heard_track is not None and self.heard_track is not self.tracks[best]:
