@@ -26,7 +26,8 @@ that leaves a merge where its track's motion did not look is given back to that 
 faint for the finder (blurred, or dim against its background). Once a track is heard, the regions of the other
 look-alikes are kept out of the object's mask. Where masks can wait (a file, not a live stream: ``lookback``), an
 untangle or a pick that moves the heard track also mends the object's masks of the frames since that track last
-parted from another (:meth:`SoundIdentity.take_revisions`).
+parted from another (:meth:`SoundIdentity.take_revisions`); held masks that an earlier move mended with another
+track, and that this one does not mend, go back to what was first output.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ FAINT_EDGE: float | None = 0.15
 #: For how many frames running a track may hold (or share) only faint regions: a look-alike is blurred or dim for
 #: a few frames, while a track that holds faint regions for long is following a background patch.
 FAINT_FRAMES = 2
+#: When the heard track moves again while masks are still held, the held frames that the earlier move mended with
+#: another track and this move does not mend go back to what was first output (a pick that was wrong otherwise
+#: leaves its mending in the frames before the right track's parting).
+UNDO_REVERSED = True
 
 
 def loudness(window: np.ndarray | torch.Tensor, samples: int | None = None) -> float | None:
@@ -367,7 +372,8 @@ class SoundIdentity:
         self.lookback = max(int(lookback), 0)
         # per frame of the last ``lookback``: where each track seen on its own was (a crop of its region)
         self._seen: deque[dict[_Track, tuple[int, int, np.ndarray]]] = deque(maxlen=self.lookback)
-        self._revisions: list[tuple[int, np.ndarray]] = []
+        self._mended: deque[_Track | None] = deque(maxlen=self.lookback)  # which track mended each frame's mask
+        self._revisions: list[tuple[int, np.ndarray | None]] = []
 
     def push(self, image: np.ndarray, heard: float | None, level: float | None = None) -> None:
         """Record one frame (``image``: (H, W, 3) RGB 0..255) and its loudness (None: nothing heard; such frames
@@ -484,6 +490,7 @@ class SoundIdentity:
             self.annotated_track = max(own, key=lambda t: (t.region & self.finder._mask).sum()) if own else None
         if self.lookback:
             self._seen.append({t: _crop(t.region) for t in self.tracks if t.region is not None})
+            self._mended.append(None)
         self._untangle()
 
     def _adopt(self, centre: np.ndarray, region: np.ndarray, size: int, gray: np.ndarray) -> bool:
@@ -544,18 +551,24 @@ class SoundIdentity:
     def _revise(self, track: _Track, since: int) -> None:
         """After an untangle (or the sound's pick) made ``track`` the heard one: its regions in the last ``since`` - 1
         frames (the frames since it parted from another track, of the last ``lookback``, in which it was seen on its
-        own) are the object's, in place of what was output then."""
+        own) are the object's, in place of what was output then. With :data:`UNDO_REVERSED`, the other frames still
+        held that an earlier move mended with another track go back to what was first output (a None mask)."""
         shape = self._gray.shape
-        for back in range(1, min(since, len(self._seen))):
-            crop = self._seen[-1 - back].get(track)
+        for back in range(1, len(self._seen)):
+            crop = self._seen[-1 - back].get(track) if back < since else None
             if crop is not None:
                 self._revisions.append((back, _uncrop(crop, shape)))
+                self._mended[-1 - back] = track
+            elif UNDO_REVERSED and self._mended[-1 - back] not in (None, track):
+                self._revisions.append((back, None))
+                self._mended[-1 - back] = None
 
-    def take_revisions(self) -> list[tuple[int, np.ndarray]]:
-        """The corrections found since the last call, oldest first: (how many frames before the last one pushed,
-        the object's mask then). Only with ``lookback`` (a file, whose masks can wait before they are written):
-        once the sound tells that two look-alikes were swapped as they parted, or picks another look-alike as the
-        heard one, the frames since that look-alike last parted from another are mended too."""
+    def take_revisions(self) -> list[tuple[int, np.ndarray | None]]:
+        """The corrections found since the last call: (how many frames before the last one pushed, the object's mask
+        then, or None to put back what was first output). Only with ``lookback`` (a file, whose masks can wait before
+        they are written): once the sound tells that two look-alikes were swapped as they parted, or picks another
+        look-alike as the heard one, the frames since that look-alike last parted from another are mended too, and
+        an earlier move's mending of other frames is undone (:data:`UNDO_REVERSED`)."""
         revisions, self._revisions = self._revisions, []
         return revisions
 

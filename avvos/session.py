@@ -46,13 +46,14 @@ class StepResult:
 @dataclass
 class Revision:
     """A mended mask of an earlier frame: object ``object_id`` of frame ``index`` is ``mask`` ((H, W) bool at the
-    input size). The identity check finds these once the sound tells that two look-alikes were swapped as they
-    parted, or picks another look-alike as the heard one (:attr:`InferenceSession.lookback`;
-    :class:`~avvos.sinks.HeldFrames` applies them)."""
+    input size), or what was first output for it when ``mask`` is None (an earlier revision undone). The identity
+    check finds these once the sound tells that two look-alikes were swapped as they parted, or picks another
+    look-alike as the heard one (:attr:`InferenceSession.lookback`; :class:`~avvos.sinks.HeldFrames` applies
+    them)."""
 
     index: int
     object_id: int
-    mask: np.ndarray
+    mask: np.ndarray | None
 
 
 def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, int, int]:
@@ -136,7 +137,7 @@ class InferenceSession:
         self.sync_history = SyncHistory()  # the last frames and sounds, for the ``sync`` audio design
         self._warned_no_audio = False
         self.identities: dict[int, SoundIdentity] = {}  # objects with look-alikes, for the identity check
-        self._revisions: list[tuple[int, int, np.ndarray]] = []  # (frame, object, mask at the processing size)
+        self._revisions: list[tuple[int, int, np.ndarray | None]] = []  # (frame, object, mask at processing size)
         self.object_ids: list[int] = []
         self.frame_index = 0
         self.input_size: tuple[int, int] | None = None
@@ -366,7 +367,10 @@ class InferenceSession:
             probs = F.interpolate(probs[None], self.input_size, mode="bilinear", align_corners=False)[0]
         lookup = torch.tensor([0, *self.object_ids], dtype=torch.uint8, device=probs.device)
         labels = lookup[label_map(probs)].cpu().numpy()
-        revisions = [Revision(t, object_id, self._to_input_size(mask)) for t, object_id, mask in self._revisions]
+        revisions = [
+            Revision(t, object_id, None if mask is None else self._to_input_size(mask))
+            for t, object_id, mask in self._revisions
+        ]
         self._revisions = []
         return StepResult(index, labels, probs, list(self.object_ids), reannotated, revisions)
 

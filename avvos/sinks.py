@@ -201,31 +201,37 @@ class VideoWriter(Closeable):
 class HeldFrames:
     """Holds each frame's labels back ``lag`` frames before handing them on (``emit(item, labels)``, in order), so
     that masks the identity check mends later (:class:`~avvos.session.Revision`) still reach the outputs;
-    :meth:`flush` hands on the rest. ``revised``: how many held masks were mended."""
+    :meth:`flush` hands on the rest. ``revised``: how many held masks were mended (or put back as first output)."""
 
     def __init__(self, lag: int, emit: Callable[[Any, np.ndarray], None]) -> None:
         self.lag = max(int(lag), 0)
         self.emit = emit
         self.revised = 0
-        self._held: deque[tuple[int, Any, np.ndarray]] = deque()
+        self._held: deque[tuple[int, Any, np.ndarray, np.ndarray]] = deque()  # (index, item, labels, first output)
 
     def push(self, index: int, item: Any, labels: np.ndarray, revisions: Iterable[Revision] = ()) -> None:
         """Hold frame ``index`` (``item``: what ``emit`` needs besides the labels), after mending the held frames
         that ``revisions`` name; hand on the frames that are now ``lag`` behind."""
         for revision in revisions:
-            for position, (held_index, held_item, held_labels) in enumerate(self._held):
+            for position, (held_index, held_item, held_labels, first) in enumerate(self._held):
                 if held_index == revision.index:
-                    mended = np.where(held_labels == revision.object_id, 0, held_labels).astype(held_labels.dtype)
-                    mended[revision.mask] = revision.object_id
-                    self._held[position] = (held_index, held_item, mended)
+                    object_id = revision.object_id
+                    mended = np.where(held_labels == object_id, 0, held_labels).astype(held_labels.dtype)
+                    if revision.mask is None:
+                        mended[(first == object_id) & (mended == 0)] = object_id
+                    else:
+                        mended[revision.mask] = object_id
+                    self._held[position] = (held_index, held_item, mended, first)
                     self.revised += 1
-        self._held.append((index, item, labels))
+        self._held.append((index, item, labels, labels))
         while len(self._held) > self.lag:
-            _, held_item, held_labels = self._held.popleft()
-            self.emit(held_item, held_labels)
+            self._hand_on()
 
     def flush(self) -> None:
         """Hand on every frame still held."""
         while self._held:
-            _, held_item, held_labels = self._held.popleft()
-            self.emit(held_item, held_labels)
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        _, held_item, held_labels, _ = self._held.popleft()
+        self.emit(held_item, held_labels)

@@ -664,6 +664,33 @@ def test_an_untangle_mends_the_frames_since_the_parting(seed: int, lookback: int
     assert len(identity._seen) <= lookback  # bounded
 
 
+@pytest.mark.parametrize("undo", [True, False])
+def test_a_reversed_move_puts_back_what_the_earlier_one_mended(undo: bool, monkeypatch) -> None:
+    """A move of the heard track to disc B (a pick that was wrong) mends the 5 held frames with B; one frame later
+    the heard track moves to disc A, which parted from another look-alike 3 frames ago: A mends the 2 frames since
+    its parting, and the 3 frames before go back to what was first output (None), rather than keep B."""
+    monkeypatch.setattr(identity_module, "UNDO_REVERSED", undo)
+    red = (200, 40, 40)
+    image, (disc_a, disc_b) = _scene([(40, 40), (110, 55)], [1.0, 1.0], [red, red])
+    identity = SoundIdentity(LookalikeFinder(image, disc_a), window=12, lookback=6)
+    for _ in range(7):
+        identity.push(image, None)
+    track_a, track_b = sorted(identity.tracks, key=lambda track: track.centre[0])
+    identity._revise(track_b, since=100)
+    first = identity.take_revisions()
+    assert sorted(back for back, _ in first) == [1, 2, 3, 4, 5]
+    assert all(_iou(mask, disc_b) > 0.9 for _, mask in first)
+    identity.push(image, None)
+    identity._revise(track_a, since=3)
+    second = dict(identity.take_revisions())
+    assert sorted(back for back, mask in second.items() if mask is not None) == [1, 2]
+    assert all(_iou(second[back], disc_a) > 0.9 for back in (1, 2))
+    assert sorted(back for back, mask in second.items() if mask is None) == ([3, 4, 5] if undo else [])
+    identity.push(image, None)
+    identity._revise(track_a, since=2)  # the same track again: nothing of its own mending is undone
+    assert all(mask is not None for _, mask in identity.take_revisions())
+
+
 @pytest.mark.parametrize("blob", [True, False])
 def test_a_blob_of_two_lookalikes_is_shared_not_taken_for_one(blob: bool, monkeypatch) -> None:
     """The other disc turns sharply onto the heard one, so its motion puts it just outside the blob the two now make:

@@ -160,6 +160,23 @@ def test_held_frames_are_handed_on_in_order_lag_frames_late_with_their_mended_ma
     assert held.revised == 2
 
 
+def test_a_revision_without_a_mask_puts_back_the_first_output() -> None:
+    """A revision with no mask undoes an earlier one: the object gets back the pixels it was first output with
+    (where no other object has them now), and the other objects keep theirs."""
+    emitted: list[np.ndarray] = []
+    held = HeldFrames(3, lambda name, labels: emitted.append(labels))
+    first = np.zeros((4, 6), np.uint8)
+    first[0, :3], first[3, 5] = 1, 2
+    held.push(0, "a", first)
+    wrong = np.zeros((4, 6), bool)
+    wrong[2, 2:5] = True
+    held.push(1, "b", first, [Revision(0, 1, wrong)])
+    held.push(2, "c", first, [Revision(0, 1, None)])
+    held.flush()
+    np.testing.assert_array_equal(emitted[0], first)
+    assert held.revised == 2
+
+
 def test_no_lag_hands_each_frame_on_at_once() -> None:
     emitted: list[str] = []
     held = HeldFrames(0, lambda name, labels: emitted.append(name))
