@@ -71,6 +71,9 @@ CONFIRM_RANGE: float | None = 1.0
 #: does so this closely over a whole window (at ``min_score`` over ``pick_frames`` frames it did in 18 of 128
 #: silent development clips, over the window at this score in 1 of 128).
 CONFIRM_SCORE = 0.8
+#: A louder sound (rising and falling by this much, still short of ``min_range``) confirms the annotated look-alike
+#: when its state follows it at ``min_score`` over ``pick_frames`` frames (the pick's own test). None: not used.
+CONFIRM_LOUDER: float | None = 2.5
 #: A region this many times its holder's size, with another track predicted near it, is taken for two look-alikes.
 BLOB_GROWTH = 1.25
 #: A track whose nearest region is such a grown region, taken by another track, shares it rather than take a
@@ -818,15 +821,19 @@ class SoundIdentity:
         return np.array([self._follows(list(t.states), heard) for t in self.tracks], dtype=float)
 
     def _confirms_annotation(self, scores: np.ndarray) -> bool:
-        """Whether a sound too quiet for a pick (rising and falling by :data:`CONFIRM_RANGE`, short of ``min_range``)
-        is followed closely by the annotated look-alike's state over a whole window (``scores``: :meth:`scores`), so
-        that the annotated one may be trusted."""
+        """Whether a sound too quiet for a pick (short of ``min_range``) is followed by the annotated look-alike's
+        state (``scores``: :meth:`scores`) so that the annotated one may be trusted: closely (:data:`CONFIRM_SCORE`)
+        over a whole window when it rises and falls by :data:`CONFIRM_RANGE`, or as a pick asks (``min_score`` over
+        ``pick_frames`` frames) when it rises and falls by :data:`CONFIRM_LOUDER`."""
         track = self.annotated_track
-        if CONFIRM_RANGE is None or track not in self.tracks:
+        if track not in self.tracks:
             return False
-        if not scores[self.tracks.index(track)] >= CONFIRM_SCORE or self._evidence(track) < self.window:
-            return False
-        return self.heard_range() >= CONFIRM_RANGE
+        score, evidence, loudness_range = scores[self.tracks.index(track)], self._evidence(track), self.heard_range()
+        louder = CONFIRM_LOUDER is not None and loudness_range >= CONFIRM_LOUDER
+        if louder and score >= self.min_score and evidence >= self.pick_frames:
+            return True
+        quieter = CONFIRM_RANGE is not None and loudness_range >= CONFIRM_RANGE
+        return quieter and score >= CONFIRM_SCORE and evidence >= self.window
 
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
@@ -834,8 +841,8 @@ class SoundIdentity:
         ``margin`` for ``patience`` frames running, judged on at least ``pick_frames`` frames; with ``follow``, it
         stays the heard track (followed by its motion) until another one beats it so. Before any track has won so,
         the annotated look-alike's track is the heard one once the loudness rises and falls by ``min_range``
-        (:data:`TRUST_ANNOTATED`), or by :data:`CONFIRM_RANGE` when the annotated one's state follows it closely. Its
-        region is returned when ``current`` does not cover it (IoU < 0.6)."""
+        (:data:`TRUST_ANNOTATED`), or by less when the annotated one's state follows it
+        (:meth:`_confirms_annotation`). Its region is returned when ``current`` does not cover it (IoU < 0.6)."""
         scores = self.scores()
         known = np.isfinite(scores)
         varied = self.heard_range() >= self.min_range

@@ -285,6 +285,36 @@ def test_a_quiet_sound_that_the_annotated_disc_follows_confirms_it(confirm: floa
             assert picked == {}
 
 
+@pytest.mark.parametrize("louder", [2.5, None])
+def test_a_louder_sound_confirms_the_annotated_disc_on_a_picks_evidence(louder: float | None, monkeypatch) -> None:
+    """The sound rises and falls by about 2.7, short of the 3 a pick needs but past
+    :data:`avvos.identity.CONFIRM_LOUDER`: the annotated disc, whose brightness follows it, is confirmed on as few
+    frames as a pick needs (8), and the segmentation straying to the other disc is corrected before a whole window
+    has gone by; without that rule only the quieter rule's whole window does it. Noise for its brightness changes
+    nothing."""
+    monkeypatch.setattr("avvos.identity.CONFIRM_LOUDER", louder)
+    rng = np.random.default_rng(7)
+    frames = 20
+    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
+    for follows in (True, False):
+        own = envelope if follows else rng.uniform(0, 1, frames)
+        clip = list(_two_discs(frames, 0, own, rng.uniform(0, 1, frames)))  # masks: (annotated disc, other disc)
+        first_image, (first_annotated, _) = clip[0]
+        identity = SoundIdentity(LookalikeFinder(first_image, first_annotated), window=12)
+        picked = {}
+        for t, (image, (annotated, other)) in enumerate(clip):
+            identity.push(image, -6 + 2.7 * envelope[t])
+            assert identity.heard_range() < identity.min_range
+            region = identity.decide(other)  # the segmentation has strayed to the other disc
+            if region is not None:
+                picked[t] = _iou(region, annotated)
+        if follows:
+            assert set(range(12, frames)) <= set(picked) and min(picked.values()) > 0.8
+            assert (min(picked) < identity.window - 1) == (louder is not None)
+        else:
+            assert picked == {}
+
+
 @pytest.mark.parametrize("pick_frames", [8, 4])
 def test_the_sound_needs_enough_frames_to_pick_another_lookalike(pick_frames: int) -> None:
     """The other disc's brightness happens to follow the sound exactly in the first frames (the heard, annotated one
