@@ -256,15 +256,12 @@ def test_sound_identity_keeps_the_annotated_disc_until_the_sound_tells(trust: bo
             assert picked == {}
 
 
-@pytest.mark.parametrize("confirm", [1.0, None])
-def test_a_quiet_sound_that_the_annotated_disc_follows_confirms_it(confirm: float | None, monkeypatch) -> None:
-    """The sound rises and falls by only about 1.5 (short of the 3 a pick needs): when the annotated disc's
-    brightness follows it, that still confirms the annotated disc (:data:`avvos.identity.CONFIRM_RANGE`), and the
-    segmentation straying to the other disc is corrected once there is a whole window to judge by. When neither
-    disc follows it (the sound is only noise), nothing changes."""
-    monkeypatch.setattr("avvos.identity.CONFIRM_RANGE", confirm)
+def _corrections_of_a_straying_mask(amplitude: float, frames: int = 20):
+    """Two discs and a sound whose loudness rises and falls by about ``amplitude`` (short of the 3 a pick needs);
+    the annotated disc's brightness follows it (first) or noise (second), and the segmentation has strayed to the
+    other disc in every frame. Yields, for each, whether it follows and the frames the check corrects (with the
+    correction's IoU against the annotated disc)."""
     rng = np.random.default_rng(7)
-    frames = 20
     envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
     for follows in (True, False):
         own = envelope if follows else rng.uniform(0, 1, frames)
@@ -273,14 +270,25 @@ def test_a_quiet_sound_that_the_annotated_disc_follows_confirms_it(confirm: floa
         identity = SoundIdentity(LookalikeFinder(first_image, first_annotated), window=12)
         picked = {}
         for t, (image, (annotated, other)) in enumerate(clip):
-            identity.push(image, -6 + 1.5 * envelope[t])
+            identity.push(image, -6 + amplitude * envelope[t])
             assert identity.heard_range() < identity.min_range
-            region = identity.decide(other)  # the segmentation has strayed to the other disc
+            region = identity.decide(other)
             if region is not None:
                 picked[t] = _iou(region, annotated)
+        yield follows, picked
+
+
+@pytest.mark.parametrize("confirm", [1.0, None])
+def test_a_quiet_sound_that_the_annotated_disc_follows_confirms_it(confirm: float | None, monkeypatch) -> None:
+    """The sound rises and falls by only about 1.5 (short of the 3 a pick needs): when the annotated disc's
+    brightness follows it, that still confirms the annotated disc (:data:`avvos.identity.CONFIRM_RANGE`), and the
+    segmentation straying to the other disc is corrected once there is a whole window to judge by. When neither
+    disc follows it (the sound is only noise), nothing changes."""
+    monkeypatch.setattr("avvos.identity.CONFIRM_RANGE", confirm)
+    for follows, picked in _corrections_of_a_straying_mask(1.5):
         if follows and confirm is not None:
-            assert set(range(12, frames)) <= set(picked) and min(picked.values()) > 0.8
-            assert min(picked) >= identity.window - 1  # not before a whole window to judge by
+            assert set(range(12, 20)) <= set(picked) and min(picked.values()) > 0.8
+            assert min(picked) >= 11  # not before a whole window to judge by
         else:
             assert picked == {}
 
@@ -293,24 +301,10 @@ def test_a_louder_sound_confirms_the_annotated_disc_on_a_picks_evidence(louder: 
     has gone by; without that rule only the quieter rule's whole window does it. Noise for its brightness changes
     nothing."""
     monkeypatch.setattr("avvos.identity.CONFIRM_LOUDER", louder)
-    rng = np.random.default_rng(7)
-    frames = 20
-    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + rng.normal(0, 0.1, frames), 0, 1)
-    for follows in (True, False):
-        own = envelope if follows else rng.uniform(0, 1, frames)
-        clip = list(_two_discs(frames, 0, own, rng.uniform(0, 1, frames)))  # masks: (annotated disc, other disc)
-        first_image, (first_annotated, _) = clip[0]
-        identity = SoundIdentity(LookalikeFinder(first_image, first_annotated), window=12)
-        picked = {}
-        for t, (image, (annotated, other)) in enumerate(clip):
-            identity.push(image, -6 + 2.7 * envelope[t])
-            assert identity.heard_range() < identity.min_range
-            region = identity.decide(other)  # the segmentation has strayed to the other disc
-            if region is not None:
-                picked[t] = _iou(region, annotated)
+    for follows, picked in _corrections_of_a_straying_mask(2.7):
         if follows:
-            assert set(range(12, frames)) <= set(picked) and min(picked.values()) > 0.8
-            assert (min(picked) < identity.window - 1) == (louder is not None)
+            assert set(range(12, 20)) <= set(picked) and min(picked.values()) > 0.8
+            assert (min(picked) < 11) == (louder is not None)  # before a whole window only with the rule
         else:
             assert picked == {}
 
