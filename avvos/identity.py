@@ -111,15 +111,6 @@ FAINT_FRAMES = 2
 #: leaves its mending in the frames before the right track's parting).
 UNDO_REVERSED = True
 
-#: While the heard look-alike shares a region, a segmentation that also covers most (:data:`UNTOLD_COVER`) of another
-#: look-alike's own share has not told which of them is in front (the look-alikes are alike, the outline cannot
-#: tell): the heard one then gets its share alone, or with its contested part where the segmentation's last call in
-#: this region (covering the contested part but not the other's share) put it in front. Shares and contested parts
-#: under :data:`UNTOLD_LEAST` of the object's area are not judged.
-UNTOLD_CONTESTED = True
-UNTOLD_COVER = 0.5
-UNTOLD_LEAST = 0.25
-
 
 def loudness(window: np.ndarray | torch.Tensor, samples: int | None = None) -> float | None:
     """Log mean energy of the last ``samples`` (default :data:`LOUDNESS_SAMPLES`: 20 ms) of a mono 16 kHz window
@@ -381,7 +372,6 @@ class SoundIdentity:
         self.annotated_track: _Track | None = None  # the annotated look-alike's track, until the sound picks one
         self._streak = 0
         self._behind: bool | None = None  # whether the heard look-alike is behind, in the region it now shares
-        self._front = False  # whether the segmentation's last call in the region now shared put the heard one in front
         self.lookback = max(int(lookback), 0)
         # per frame of the last ``lookback``: where each track seen on its own was (a crop of its region)
         self._seen: deque[dict[_Track, tuple[int, int, np.ndarray]]] = deque(maxlen=self.lookback)
@@ -718,8 +708,7 @@ class SoundIdentity:
         """While the heard track shares a region with other look-alikes (they overlap or touch): the part of that
         region that only its fitted shape covers, plus the part of its shape that overlaps another's where
         ``current`` (the segmentation, (H, W) bool) has the object: which look-alike is in front there is the
-        segmentation's call, the outline cannot tell (see :meth:`_fit`), unless the segmentation also covers the
-        other look-alike's own share and so makes no call (:meth:`_untold_share`). Else None.
+        segmentation's call, the outline cannot tell (see :meth:`_fit`). Else None.
 
         Where brightness follows the sound and the look-alikes in the region differ in it, the heard one's part is
         told by brightness instead (:meth:`_brightness_part`); that also says whether it is in front (its part
@@ -728,7 +717,6 @@ class SoundIdentity:
         track = self.heard_track
         if track is None or track.merged is None:
             self._behind = None
-            self._front = False
             return None
         if SPLIT_BY_BRIGHTNESS:
             part = self._brightness_part(track)
@@ -737,29 +725,7 @@ class SoundIdentity:
                 return part
             if self._behind is not None:
                 return track.share if self._behind else track.share | track.contested
-        if UNTOLD_CONTESTED:
-            untold = self._untold_share(track, current)
-            if untold is not None:
-                return untold
         return track.share | (track.contested & current)
-
-    def _untold_share(self, track: _Track, current: np.ndarray) -> np.ndarray | None:
-        """The heard track's part of the region it shares when the segmentation ``current`` has not told which
-        look-alike is in front, i.e. it also covers most of another's own share: its share alone, or with its
-        contested part where the segmentation's last call in this region put it in front. None where the
-        segmentation tells (its call is remembered) or the parts are too small to judge (:data:`UNTOLD_LEAST`)."""
-        rest = [p.share for p in track.partners if p.merged is track.merged and p.share is not None]
-        least = UNTOLD_LEAST * self.finder.area
-        if not rest or track.share.sum() < least:
-            return None
-        rest_share = np.logical_or.reduce(rest)
-        if rest_share.sum() < least:
-            return None
-        if (current & rest_share).sum() >= UNTOLD_COVER * rest_share.sum():
-            return track.share | track.contested if self._front else track.share
-        if track.contested.sum() >= least:
-            self._front = bool((current & track.contested).sum() >= 0.5 * track.contested.sum())
-        return None
 
     def _predicted_state(self, track: _Track) -> tuple[int, float] | None:
         """The state that follows the sound in the track's frames (its index) and the value the line fitted to it
