@@ -111,11 +111,6 @@ FAINT_FRAMES = 2
 #: leaves its mending in the frames before the right track's parting).
 UNDO_REVERSED = True
 
-#: A look-alike that follows the sound better than the heard one over the window takes the object from it only if
-#: it also does over this many windows (the memory's frames; None: the window alone decides). Two independent
-#: loudness envelopes agree over one window by chance now and then; over two, less often.
-MOVE_WINDOWS: int | None = 2
-
 
 def loudness(window: np.ndarray | torch.Tensor, samples: int | None = None) -> float | None:
     """Log mean energy of the last ``samples`` (default :data:`LOUDNESS_SAMPLES`: 20 ms) of a mono 16 kHz window
@@ -613,23 +608,19 @@ class SoundIdentity:
         other_error = float(np.median(((other[seen] - expected) / spread) ** 2))
         return own_error > 4.0 and own_error > UNTANGLE_RATIO * other_error
 
-    def _follows(self, states: list[np.ndarray], heard: np.ndarray, window: int | None = None) -> float:
+    def _follows(self, states: list[np.ndarray], heard: np.ndarray) -> float:
         """How well a track's states (one per frame, the last matching the last loudness) follow the loudness
-        over the last ``window`` (default: the identity window) frames in which both are known (however long ago,
-        within ``memory``): the largest over the state's dimensions of the correlation; NaN with fewer than
-        ``min_frames`` such frames."""
-        corr = self._correlations(states, heard, window)
+        over the last ``window`` frames in which both are known (however long ago, within ``memory``): the
+        largest over the state's dimensions of the correlation; NaN with fewer than ``min_frames`` such frames."""
+        corr = self._correlations(states, heard)
         return math.nan if corr is None else float(corr.max())
 
-    def _correlations(
-        self, states: list[np.ndarray] | np.ndarray, heard: np.ndarray, window: int | None = None
-    ) -> np.ndarray | None:
-        """Per state dimension, the correlation of the states with the loudness over the last ``window`` (default:
-        the identity window) frames in which both are known (dimensions that do not vary: 0); None with fewer than
-        ``min_frames`` such frames."""
+    def _correlations(self, states: list[np.ndarray] | np.ndarray, heard: np.ndarray) -> np.ndarray | None:
+        """Per state dimension, the correlation of the states with the loudness over the last ``window`` frames in
+        which both are known (dimensions that do not vary: 0); None with fewer than ``min_frames`` such frames."""
         steps = np.array(states)[-len(heard) :]
         heard = heard[-len(steps) :]
-        known = np.flatnonzero(np.isfinite(heard) & np.isfinite(steps[:, 0]))[-(window or self.window) :]
+        known = np.flatnonzero(np.isfinite(heard) & np.isfinite(steps[:, 0]))[-self.window :]
         if known.size < self.min_frames:
             return None
         louder = heard[known] - heard[known].mean()
@@ -822,16 +813,6 @@ class SoundIdentity:
         heard = np.array(self._heard)[-len(steps) :]
         return min(int((np.isfinite(steps) & np.isfinite(heard)).sum()), self.window)
 
-    def _held_over_longer(self, best: _Track) -> bool:
-        """Whether the heard track keeps the object against ``best``, which beat it over the window, because over
-        the last :data:`MOVE_WINDOWS` windows it follows the sound at least as well as ``best``."""
-        track = self.heard_track
-        if MOVE_WINDOWS is None or track is None or track is best or track not in self.tracks:
-            return False
-        heard, window = np.array(self._heard), self.window * MOVE_WINDOWS
-        kept, new = self._follows(list(track.states), heard, window), self._follows(list(best.states), heard, window)
-        return math.isfinite(kept) and math.isfinite(new) and kept >= new
-
     def scores(self) -> np.ndarray:
         """(tracks,) how well each track's state follows the loudness over the window: the largest over its
         states of the correlation (louder: brighter, larger, mouth wider); NaN for a track with fewer than
@@ -857,8 +838,7 @@ class SoundIdentity:
     def decide(self, current: np.ndarray) -> np.ndarray | None:
         """The region to re-annotate the object with, or None. ``current``: (H, W) bool, the object's mask in the
         last frame pushed. The heard track is the one that follows the sound better than every other track by
-        ``margin`` for ``patience`` frames running, judged on at least ``pick_frames`` frames (and, to take the object
-        from the heard track, better than it over :data:`MOVE_WINDOWS` windows too); with ``follow``, it
+        ``margin`` for ``patience`` frames running, judged on at least ``pick_frames`` frames; with ``follow``, it
         stays the heard track (followed by its motion) until another one beats it so. Before any track has won so,
         the annotated look-alike's track is the heard one once the loudness rises and falls by ``min_range``
         (:data:`TRUST_ANNOTATED`), or by less when the annotated one's state follows it
@@ -876,7 +856,7 @@ class SoundIdentity:
         waiting = TRUST_ANNOTATED and self.heard_track is None and self.annotated_track in self.tracks
         if waiting and (varied or self._confirms_annotation(scores)):  # the quieter test only while it matters
             self.heard_track = self.annotated_track
-        if clear and self._streak >= self.patience and not self._held_over_longer(self.tracks[best]):
+        if clear and self._streak >= self.patience:
             if self.heard_track is not None and self.heard_track is not self.tracks[best]:
                 self._revise(self.tracks[best], self.tracks[best].parted)  # its frames since it last shared a region
             self.heard_track = self.tracks[best]

@@ -332,32 +332,6 @@ def test_the_sound_needs_enough_frames_to_pick_another_lookalike(pick_frames: in
     assert any(wrong) == (pick_frames == 4)
 
 
-@pytest.mark.parametrize("windows", [2, None])
-def test_a_lookalike_that_follows_the_sound_for_one_window_does_not_take_the_object(windows, monkeypatch) -> None:
-    """The heard, annotated disc follows the sound (with noise) for the whole clip; the other disc's brightness
-    happens to follow it exactly over the last window only. Judged over that window alone, the other disc wins
-    and takes the object; judged also over two windows, where the heard disc still follows the sound better, it
-    does not."""
-    monkeypatch.setattr(identity_module, "MOVE_WINDOWS", windows)
-    rng = np.random.default_rng(3)
-    frames = 40
-    envelope = np.clip(np.sin(np.arange(frames) * 1.3) + 0.3, 0, 1)
-    heard_level = np.clip(envelope + rng.normal(0, 0.2, frames), 0, 1)
-    decoy_level = np.where(np.arange(frames) >= frames - 12, envelope, rng.uniform(0, 1, frames))
-    identity, wrong = None, []
-    for t in range(frames):
-        levels = [0.6 + 0.8 * heard_level[t], 0.6 + 0.8 * decoy_level[t]]
-        image, (heard, decoy) = _scene([(40, 40), (110, 55)], levels, [(200, 40, 40)] * 2)
-        if identity is None:
-            identity = SoundIdentity(LookalikeFinder(image, heard), window=12)
-        identity.push(image, -6 + 4 * envelope[t])
-        identity.decide(heard)
-        track = identity.heard_track
-        wrong.append(track is not None and track.region is not None and _iou(track.region, decoy) > 0.8)
-    assert not any(wrong[: frames - 12])  # before the decoy follows the sound
-    assert any(wrong) == (windows is None)
-
-
 @pytest.mark.parametrize("lookback", [12, 0])
 def test_the_sounds_pick_of_another_lookalike_mends_the_frames_before(lookback: int) -> None:
     """The annotated disc is the silent one: it is taken for the heard one until the sound picks the other; the
@@ -677,11 +651,8 @@ def test_a_swap_in_one_merge_is_untangled_after_a_second_merge(seed: int, rememb
     """Two discs bounce off each other (their tracks are swapped as they part, as above), and the silent one, now
     followed by the heard track, brushes past a third look-alike two frames later. The first pair is still
     untangled by the sound on the frames since they parted; if only the last merge's tracks were checked, the
-    brush would hide the swap until the window has rolled on. (Here the window alone decides a move: were the move
-    also judged over two windows, :data:`MOVE_WINDOWS`, the heard track's history from before the hidden swap would
-    hold the object on the wrong disc longer still, past the end of this clip.)"""
+    brush would hide the swap until the window has rolled on."""
     monkeypatch.setattr(identity_module, "REMEMBER_PARTNERS", remember)
-    monkeypatch.setattr(identity_module, "MOVE_WINDOWS", None)
     identity, picked = None, {}
     for t, (image, masks, heard) in enumerate(_bounce_past_a_third(seed)):
         identity = identity or SoundIdentity(LookalikeFinder(image, masks[0]), window=12)
