@@ -65,7 +65,11 @@ class TrainConfig:
     ``freeze_trunks`` keeps the ImageNet trunks as they are (the key encoder, and the value encoder but for its
     first convolution, which reads the masks): far fewer weights to fit, for training on a handful of videos.
     ``train_only``: parameter-name prefixes to fit, every other weight kept as it is (``smoother.``: fit the
-    readout smoother of a trained model, so that switching it off gives that model back exactly)."""
+    readout smoother of a trained model, so that switching it off gives that model back exactly).
+    ``steady_weight`` weighs the loss on masks changing more from frame to frame than the truth does
+    (``training.loss.steady_loss``, the task's flicker made differentiable; 0: off). ``memory_every``: each frame
+    reads the memory inference keeps (frame 0, every ``memory_every``-th frame and the previous one) instead of
+    all earlier frames (0)."""
 
     stage: str = "main"
     preset: str = "light"
@@ -92,6 +96,8 @@ class TrainConfig:
     sounding_weight: float = 1.0
     freeze_trunks: bool = False
     train_only: tuple[str, ...] = ()
+    steady_weight: float = 0.0
+    memory_every: int = 0
     log_every: int = 20
     image_every: int = 500
     device: str = "auto"
@@ -204,6 +210,10 @@ def make_config(stage: str, overrides: dict[str, Any] | None = None) -> TrainCon
         config.out_dir = str(Path("runs") / stage)
     if len(config.data.max_skip) != len(config.data.max_skip_at):
         raise ValueError("data.max_skip and data.max_skip_at need the same number of entries")
+    if config.memory_every < 0 or config.steady_weight < 0:
+        raise ValueError(
+            f"--memory_every and --steady_weight cannot be negative: {config.memory_every}, {config.steady_weight}"
+        )
     return config
 
 

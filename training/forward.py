@@ -43,6 +43,13 @@ def read_memory(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor, s
     return readout.view(batch, objects, channels, -1)
 
 
+def memory_frames(t: int, every: int) -> list[int]:
+    """The earlier frames that frame ``t`` reads: all of them (``every`` 0), or those inference keeps."""
+    if every == 0:
+        return list(range(t))
+    return sorted({0, t - 1, *range(every, t, every)})
+
+
 def others_sum(probs: torch.Tensor) -> torch.Tensor:
     """For each object slot of (B, O, H, W), the sum of the other slots' maps (zeros for one slot)."""
     count = probs.shape[1]
@@ -59,11 +66,16 @@ class TrainingNetwork(nn.Module):
     :mod:`avvos.data.vos` and returns the aggregated log-odds (B, T−1, O+1, H, W) of frames 1..T−1 and the
     sounding map (B, T, h, w) of every frame at the key's stride (zeros for visual-only models).
     Samples without sound get zero audio key channels, exactly what ``encode_key(image, None)`` gives.
+    ``memory_every`` > 0 reads, as inference does, only frame 0, every ``memory_every``-th frame and the
+    previous frame; 0 reads all earlier frames.
     """
 
-    def __init__(self, model: STCN) -> None:
+    def __init__(self, model: STCN, memory_every: int = 0) -> None:
         super().__init__()
+        if memory_every < 0:
+            raise ValueError(f"memory_every must be 0 (all earlier frames) or positive, got {memory_every}")
         self.model = model
+        self.memory_every = memory_every
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -111,8 +123,9 @@ class TrainingNetwork(nn.Module):
         state = None
         outputs = []
         for t in range(1, steps):
-            memory_keys = key[:, :t].transpose(1, 2).flatten(2)
-            memory_values = torch.stack(values, dim=3).flatten(3)
+            kept = memory_frames(t, self.memory_every)
+            memory_keys = key[:, kept].transpose(1, 2).flatten(2)
+            memory_values = torch.stack([values[i] for i in kept], dim=3).flatten(3)
             readout = read_memory(memory_keys, memory_values, key[:, t].flatten(2), scale)
             readout = readout.view(batch * objects, -1, height, width).to(query_value.dtype)
             readout, state = net.smooth(readout, state)

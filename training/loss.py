@@ -72,6 +72,31 @@ def sequence_loss(
     return loss, {"loss": loss.detach(), "iou": iou}
 
 
+def steady_loss(logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """How much more each object's soft mask changes from frame to frame than its ground truth does.
+
+    The differentiable form of the task's flicker: for each pair of successive frames (the given frame 0
+    and the predicted frames 1..T−1 of ``logits`` (B, T−1, O+1, H, W)), ``1 − soft IoU`` of the predicted
+    maps minus ``1 − IoU`` of the ground truth ``masks`` (B, T, O, H, W), counted only where positive (a mask
+    steadier than the truth is the cross-entropy's business). Averaged over present objects (``selector``
+    (B, O)) and pairs whose frames both have ground truth (``valid`` (B, T)).
+    """
+    batch = logits.shape[0]
+    absent = torch.cat([selector.new_zeros(batch, 1), 1 - selector], dim=1) > 0.5
+    probs = torch.softmax(logits.float().masked_fill(absent[:, None, :, None, None], -1e4), dim=2)[:, :, 1:]
+    truth = masks.float()
+    maps = torch.cat([truth[:, :1], probs], dim=1)
+
+    def change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        inter = (a * b).flatten(3).sum(-1)
+        union = (a + b - a * b).flatten(3).sum(-1)
+        return 1 - (inter + 1) / (union + 1)  # + one pixel: two (nearly) empty maps do not change
+
+    excess = (change(maps[:, 1:], maps[:, :-1]) - change(truth[:, 1:], truth[:, :-1])).clamp(min=0)
+    weight = (valid[:, 1:] * valid[:, :-1]).float()[:, :, None] * selector.float()[:, None, :]
+    return (excess * weight).sum() / weight.sum().clamp(min=1)
+
+
 def sounding_loss(
     sounding: torch.Tensor, masks: torch.Tensor, has_audio: torch.Tensor, lookalikes: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -37,7 +37,7 @@ from avvos.model.aggregate import label_map
 from avvos.model.stcn import STCN, build_model
 from training.config import TrainConfig, describe_stages, parse_args
 from training.forward import TrainingNetwork
-from training.loss import bootstrap_fraction, sequence_loss, sounding_loss
+from training.loss import bootstrap_fraction, sequence_loss, sounding_loss, steady_loss
 
 RESUME_NAME = "resume.pt"
 FINAL_NAME = "final.safetensors"
@@ -307,7 +307,7 @@ def train(config: TrainConfig) -> STCN:
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_NAME
     model = _build_model(config).to(device).eval()  # eval: BatchNorm statistics stay frozen (STCN)
-    network = TrainingNetwork(model).to(device)
+    network = TrainingNetwork(model, config.memory_every).to(device)
     # Frozen weights are set before DDP wraps the network: it registers the weights that need gradients then.
     if config.freeze_trunks:
         for name in trunk_parameter_names(model):
@@ -387,6 +387,10 @@ def train(config: TrainConfig) -> STCN:
             heard = sounding_loss(sounding, batch["masks"], batch["has_audio"], batch["lookalikes"])
             loss = loss + config.sounding_weight * heard
             stats["sounding"] = heard.detach()
+        if config.steady_weight > 0:
+            steady = steady_loss(logits, batch["masks"], batch["selector"], batch["valid"])
+            loss = loss + config.steady_weight * steady
+            stats["steady"] = steady.detach()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -402,8 +406,9 @@ def train(config: TrainConfig) -> STCN:
             values = {k: float(v) for k, v in stats.items()}
             writer.add_scalar("train/loss", values["loss"], done)
             writer.add_scalar("train/iou", values["iou"], done)
-            if "sounding" in values:
-                writer.add_scalar("train/sounding_loss", values["sounding"], done)
+            for term in ("sounding", "steady"):
+                if term in values:
+                    writer.add_scalar(f"train/{term}_loss", values[term], done)
             writer.add_scalar("train/grad_norm", float(grad_norm), done)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], done)
             writer.add_scalar("train/bootstrap_fraction", fraction, done)

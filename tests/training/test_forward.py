@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from avvos.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from avvos.memory import MemoryStore
 from avvos.model.audio import WINDOW_SAMPLES
 from avvos.model.stcn import STCN, build_model
-from training.forward import SOUNDING_SCALE, TrainingNetwork, read_memory
+from training.forward import SOUNDING_SCALE, TrainingNetwork, memory_frames, read_memory
 from training.loss import aggregate_logits
 
 
@@ -37,13 +38,15 @@ def test_full_softmax_read_matches_the_memory_store() -> None:
     torch.testing.assert_close(out[0].view(2, 16, 4, 5), expected, atol=1e-5, rtol=1e-5)
 
 
-def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.Tensor:
-    """Frame by frame with the model's public API and the inference memory, one sample at a time."""
+def _reference(model: STCN, frames, masks, selector, audio, has_audio, read=None) -> torch.Tensor:
+    """Frame by frame with the model's public API and the inference memory, one sample at a time.
+
+    ``read(t)``, where given, lists the earlier frames that frame ``t`` reads (default: all of them).
+    """
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     outputs = []
     for b in range(frames.shape[0]):
-        store = MemoryStore(model.config.key_channels, model.config.value_dim, scale_dim=model.config.key_dim)
-        store.add_objects(masks.shape[2])
+        written = []
         state = None
         per_sample = []
         for t in range(frames.shape[1]):
@@ -53,6 +56,10 @@ def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.
             if t == 0:
                 probs = masks[b, 0] * selector[b, :, None, None]
             else:
+                store = MemoryStore(model.config.key_channels, model.config.value_dim, scale_dim=model.config.key_dim)
+                store.add_objects(masks.shape[2])
+                for i in read(t) if read is not None else range(t):
+                    store.add(*written[i])
                 readout = store.read(features.key[0], top_k=10**6)
                 readout, state = model.smooth(readout, state)
                 prob = torch.sigmoid(model.decode_logits(features, readout))[:, 0] * selector[b, :, None, None]
@@ -60,7 +67,7 @@ def _reference(model: STCN, frames, masks, selector, audio, has_audio) -> torch.
                 per_sample.append(aggregated[0])
                 probs = torch.softmax(aggregated, dim=1)[0, 1:]
             if t < frames.shape[1] - 1:
-                store.add(features.key[0], model.encode_value(image, features, probs[:, None]))
+                written.append((features.key[0], model.encode_value(image, features, probs[:, None])))
         outputs.append(torch.stack(per_sample))
     return torch.stack(outputs)
 
@@ -94,6 +101,37 @@ def test_training_forward_matches_frame_by_frame_inference() -> None:
         all_silent, _ = TrainingNetwork(model)(frames, masks, selector, audio, torch.tensor([False, False]))
         expected = _reference(model, frames, masks, selector, audio, [False, False])
     torch.testing.assert_close(all_silent, expected, atol=2e-4, rtol=1e-4)
+
+
+def test_training_memory_can_keep_what_inference_keeps() -> None:
+    model = _model()
+    with torch.no_grad():  # an untrained value trunk gives nearly the same value for every frame
+        for weight in model.value_encoder.trunk.parameters():
+            if weight.dim() == 4:
+                weight.normal_(0, 0.2)
+    torch.manual_seed(3)
+    frames = torch.rand(1, 5, 3, 48, 64)
+    masks = torch.zeros(1, 5, 1, 48, 64)
+    for t in range(5):
+        masks[0, t, 0, 10:30, 5 + 6 * t : 25 + 6 * t] = 1
+    args = (frames, masks, torch.ones(1, 1), torch.randn(1, 5, WINDOW_SAMPLES) * 0.3, torch.tensor([True]))
+    # Every 2nd frame is kept, and the previous one: frame 3 reads 0 and 2, frame 4 reads 0, 2 and 3.
+    reads = {1: [0], 2: [0, 1], 3: [0, 2], 4: [0, 2, 3]}
+    assert {t: memory_frames(t, 2) for t in range(1, 5)} == reads
+    readouts = []  # the memory readout of each frame, as the smoother receives it
+    hook = model.smoother.register_forward_hook(lambda _module, inputs, _output: readouts.append(inputs[0]))
+    with torch.no_grad():
+        out, _ = TrainingNetwork(model, memory_every=2)(*args)
+        everything, _ = TrainingNetwork(model)(*args)
+    hook.remove()
+    with torch.no_grad():
+        expected = _reference(model, *args, read=reads.get)
+    torch.testing.assert_close(out, expected, atol=2e-4, rtol=1e-4)
+    kept, full = readouts[:4], readouts[4:]
+    torch.testing.assert_close(kept[:2], full[:2])
+    assert (kept[2] - full[2]).abs().max() > 1e-2  # frame 3 no longer reads frame 1
+    with pytest.raises(ValueError, match="memory_every"):
+        TrainingNetwork(model, memory_every=-1)
 
 
 def test_gradients_reach_every_module_through_predicted_masks() -> None:

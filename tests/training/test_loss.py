@@ -14,6 +14,7 @@ from training.loss import (
     class_targets,
     sequence_loss,
     sounding_loss,
+    steady_loss,
 )
 
 
@@ -109,3 +110,35 @@ def test_sounding_loss_with_lookalikes_rewards_telling_the_heard_object_apart() 
     # Without look-alikes (or none in view) the loss is the plain one.
     plain = sounding_loss(alike, masks, heard)
     assert float(sounding_loss(alike, masks, heard, torch.zeros_like(lookalikes))) == float(plain)
+
+
+def _log_odds(maps: torch.Tensor) -> torch.Tensor:
+    """Aggregated log-odds (B, T, O+1, H, W) whose softmax gives back object maps (B, T, O, H, W)."""
+    background = (1 - maps.sum(dim=2, keepdim=True)).clamp(min=0)
+    return torch.log(torch.cat([background, maps], dim=2).clamp(min=1e-6))
+
+
+def test_steady_loss_counts_only_change_beyond_the_truths() -> None:
+    masks = torch.zeros(2, 5, 2, 16, 16)
+    for t in range(5):
+        masks[:, t, 0, 2:8, t : t + 6] = 1  # a moving square: the truth itself changes
+    selector = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # sample 1's second object is present but empty
+    valid = torch.ones(2, 5)
+    # Following the truth exactly costs nothing, however much the truth moves.
+    assert steady_loss(_log_odds(masks[:, 1:]), masks, selector, valid) < 1e-3
+    # Dropping the object for one frame costs two steps (off, then on again) of full change.
+    dropped = masks.clone()
+    dropped[:, 2, 0] = 0
+    loss = steady_loss(_log_odds(dropped[:, 1:]), masks, selector, valid)
+    # IoUs carry one pixel more in both terms: 36-pixel squares, one pixel apart, share 30 of 42.
+    moving, vanishing = 1 - 31 / 43, 1 - 1 / 37
+    expected = 2 * (vanishing - moving) * 2 / (2 * 4 + 4)  # 2 steps in each sample's first object, of 12
+    assert loss.item() == pytest.approx(expected, abs=2e-3)
+    # Frames without ground truth are left out, and a steadier-than-truth mask is not penalised.
+    assert steady_loss(_log_odds(dropped[:, 1:]), masks, selector, torch.tensor([[1.0, 1, 0, 1, 1]] * 2)) < 1e-3
+    frozen = masks[:, :1].expand(-1, 4, -1, -1, -1)
+    assert steady_loss(_log_odds(frozen), masks, selector, valid) < 1e-3
+    # It is differentiable: the gradient pushes the dropped frame back towards the object.
+    logits = _log_odds(dropped[:, 1:]).requires_grad_()
+    steady_loss(logits, masks, selector, valid).backward()
+    assert logits.grad[:, 1, 1, 2:8, 2:8].sum() < 0

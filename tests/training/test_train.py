@@ -246,3 +246,16 @@ def test_train_only_fits_the_named_weights(tmp_path: Path, one_thread: None) -> 
     assert "smoother.out.weight" in changed
     with pytest.raises(ValueError, match="no parameter of this model starts with smother"):
         train(make_config("av", {**overrides, "train_only": ("smother.",), "out_dir": str(tmp_path / "typo")}))
+
+
+def test_steady_loss_and_the_inference_memory_train_and_are_logged(tmp_path: Path, one_thread: None) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = {**TINY, "iterations": 2, "log_every": 1, "steady_weight": 1.0, "memory_every": 2}
+    train(make_config("av", {**overrides, "out_dir": str(tmp_path / "run")}))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    steady = [event.value for event in events.Scalars("train/steady_loss")]
+    assert len(steady) == 2 and all(0 <= value < 1 for value in steady)
+    with pytest.raises(ValueError, match="memory_every"):
+        make_config("av", {**overrides, "memory_every": -1})
