@@ -55,6 +55,19 @@ def _wait(condition, what: str, timeout: float = 90.0) -> None:
         time.sleep(0.2)
 
 
+def _wait_until_steady(count, what: str, quiet: float, timeout: float = 90.0) -> None:
+    """Wait until ``count()`` has not changed for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.2)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def _wait_for_window(env: dict[str, str], process: subprocess.Popen, log: Path, timeout: float = 180.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,7 +118,9 @@ def test_window_add_object_with_a_box_then_quit(display: str, tmp_path: Path) ->
         _wait(lambda: len(list(masks.glob("*.png"))) >= 2, "frames are processed with no object yet")
         _xdotool(env, "windowactivate", "--sync", window)
         _xdotool(env, "key", "--window", window, "a")  # freeze the frame and mark a new object
-        time.sleep(1.5)
+        # The key is read between frames, which come slowly on a loaded machine: the box is drawn only once the
+        # frozen frame shows, i.e. once no new mask has been written for 2 s.
+        _wait_until_steady(lambda: len(list(masks.glob("*.png"))), "the frame is frozen for marking", 2.0)
         _xdotool(env, "mousemove", "--window", window, "35", "25", "mousedown", "1")
         _xdotool(env, "mousemove", "--window", window, "100", "70")
         _xdotool(env, "mousemove", "--window", window, "135", "95", "mouseup", "1")
