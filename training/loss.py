@@ -44,6 +44,12 @@ def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float)
     return pixels.topk(count, dim=1, sorted=False).values.mean(dim=1)
 
 
+def _without_absent(logits: torch.Tensor, selector: torch.Tensor) -> torch.Tensor:
+    """Float log-odds (B, T, O+1, H, W) with absent objects' channels (``selector`` (B, O) zero) pushed to -1e4."""
+    absent = torch.cat([selector.new_zeros(selector.shape[0], 1), 1 - selector], dim=1) > 0.5
+    return logits.float().masked_fill(absent[:, None, :, None, None], -1e4)
+
+
 def sequence_loss(
     logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor, valid: torch.Tensor, fraction: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -56,8 +62,7 @@ def sequence_loss(
     (frames without ground truth count zero); frames are averaged, so the scale does not depend on ``T``.
     """
     batch, steps = logits.shape[:2]
-    absent = torch.cat([selector.new_zeros(batch, 1), 1 - selector], dim=1) > 0.5
-    logits = logits.float().masked_fill(absent[:, None, :, None, None], -1e4)
+    logits = _without_absent(logits, selector)
     target = class_targets(masks[:, 1:].flatten(0, 1)).view(batch, steps, *masks.shape[-2:])
     weights = valid[:, 1:].float()
     per_sample = bootstrapped_ce(logits.flatten(0, 1), target.flatten(0, 1), fraction).view(batch, steps)
@@ -81,9 +86,7 @@ def steady_loss(logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tenso
     steadier than the truth is the cross-entropy's business). Averaged over present objects (``selector``
     (B, O)) and pairs whose frames both have ground truth (``valid`` (B, T)).
     """
-    batch = logits.shape[0]
-    absent = torch.cat([selector.new_zeros(batch, 1), 1 - selector], dim=1) > 0.5
-    probs = torch.softmax(logits.float().masked_fill(absent[:, None, :, None, None], -1e4), dim=2)[:, :, 1:]
+    probs = torch.softmax(_without_absent(logits, selector), dim=2)[:, :, 1:]
     truth = masks.float()
     maps = torch.cat([truth[:, :1], probs], dim=1)
 
