@@ -67,7 +67,9 @@ class TrainConfig:
     ``train_only``: parameter-name prefixes to fit, every other weight kept as it is (``smoother.``: fit the
     readout smoother of a trained model, so that switching it off gives that model back exactly).
     ``steady_weight`` weighs the loss on masks changing more from frame to frame than the truth does
-    (``training.loss.steady_loss``, the task's flicker made differentiable; 0: off). ``memory_every``: each frame
+    (``training.loss.steady_loss``, the task's flicker made differentiable; 0: off); ``regress_weight`` the loss
+    on masks moving away from the truth since the frame before (``training.loss.regress_loss``, which lets a
+    mask drop a mistake at no cost; 0: off). ``memory_every``: each frame
     reads the memory inference keeps (frame 0, every ``memory_every``-th frame and the previous one) instead of
     all earlier frames (0)."""
 
@@ -97,6 +99,7 @@ class TrainConfig:
     freeze_trunks: bool = False
     train_only: tuple[str, ...] = ()
     steady_weight: float = 0.0
+    regress_weight: float = 0.0
     memory_every: int = 0
     log_every: int = 20
     image_every: int = 500
@@ -210,9 +213,10 @@ def make_config(stage: str, overrides: dict[str, Any] | None = None) -> TrainCon
         config.out_dir = str(Path("runs") / stage)
     if len(config.data.max_skip) != len(config.data.max_skip_at):
         raise ValueError("data.max_skip and data.max_skip_at need the same number of entries")
-    if config.memory_every < 0 or config.steady_weight < 0:
+    if config.memory_every < 0 or min(config.steady_weight, config.regress_weight) < 0:
         raise ValueError(
-            f"--memory_every and --steady_weight cannot be negative: {config.memory_every}, {config.steady_weight}"
+            "--memory_every, --steady_weight and --regress_weight cannot be negative: "
+            f"{config.memory_every}, {config.steady_weight}, {config.regress_weight}"
         )
     return config
 

@@ -100,6 +100,29 @@ def steady_loss(logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tenso
     return (excess * weight).sum() / weight.sum().clamp(min=1)
 
 
+def regress_loss(
+    logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """How much each object's soft mask moves away from the ground truth since the frame before.
+
+    For each predicted frame t (``logits`` (B, T−1, O+1, H, W)) and object: the probability lost on its truth
+    pixels plus the probability gained off them, relative to frame t−1's map (the given frame 0, or the
+    detached prediction), over the area of the truth and that map. A change toward the truth costs nothing,
+    so a mask may let go of a look-alike it wrongly held; ``steady_loss`` charges that as flicker too, and a
+    smoother trained on it learns to hold such mistakes. The previous map is detached: the term asks each frame
+    to be no worse than the one before, never the one before to be worse. Averaged over present objects
+    (``selector`` (B, O)) and frames with ground truth (``valid`` (B, T)).
+    """
+    probs = torch.softmax(_without_absent(logits, selector), dim=2)[:, :, 1:]
+    truth = masks[:, 1:].float()
+    before = torch.cat([masks[:, :1].float(), probs[:, :-1].detach()], dim=1)
+    lost = (truth * (before - probs).clamp(min=0)).flatten(3).sum(-1)
+    gained = ((1 - truth) * (probs - before).clamp(min=0)).flatten(3).sum(-1)
+    area = torch.maximum(truth, before).flatten(3).sum(-1) + 1
+    weight = valid[:, 1:].float()[:, :, None] * selector.float()[:, None, :]
+    return ((lost + gained) / area * weight).sum() / weight.sum().clamp(min=1)
+
+
 def sounding_loss(
     sounding: torch.Tensor, masks: torch.Tensor, has_audio: torch.Tensor, lookalikes: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -37,7 +37,7 @@ from avvos.model.aggregate import label_map
 from avvos.model.stcn import STCN, build_model
 from training.config import TrainConfig, describe_stages, parse_args
 from training.forward import TrainingNetwork
-from training.loss import bootstrap_fraction, sequence_loss, sounding_loss, steady_loss
+from training.loss import bootstrap_fraction, regress_loss, sequence_loss, sounding_loss, steady_loss
 
 RESUME_NAME = "resume.pt"
 FINAL_NAME = "final.safetensors"
@@ -391,6 +391,10 @@ def train(config: TrainConfig) -> STCN:
             steady = steady_loss(logits, batch["masks"], batch["selector"], batch["valid"])
             loss = loss + config.steady_weight * steady
             stats["steady"] = steady.detach()
+        if config.regress_weight > 0:
+            regress = regress_loss(logits, batch["masks"], batch["selector"], batch["valid"])
+            loss = loss + config.regress_weight * regress
+            stats["regress"] = regress.detach()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -406,7 +410,7 @@ def train(config: TrainConfig) -> STCN:
             values = {k: float(v) for k, v in stats.items()}
             writer.add_scalar("train/loss", values["loss"], done)
             writer.add_scalar("train/iou", values["iou"], done)
-            for term in ("sounding", "steady"):
+            for term in ("sounding", "steady", "regress"):
                 if term in values:
                     writer.add_scalar(f"train/{term}_loss", values[term], done)
             writer.add_scalar("train/grad_norm", float(grad_norm), done)

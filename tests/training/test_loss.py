@@ -12,6 +12,7 @@ from training.loss import (
     bootstrap_fraction,
     bootstrapped_ce,
     class_targets,
+    regress_loss,
     sequence_loss,
     sounding_loss,
     steady_loss,
@@ -142,3 +143,39 @@ def test_steady_loss_counts_only_change_beyond_the_truths() -> None:
     logits = _log_odds(dropped[:, 1:]).requires_grad_()
     steady_loss(logits, masks, selector, valid).backward()
     assert logits.grad[:, 1, 1, 2:8, 2:8].sum() < 0
+
+
+def test_regress_loss_charges_moving_away_from_the_truth_but_not_letting_go_of_a_mistake() -> None:
+    masks = torch.zeros(1, 5, 1, 16, 16)
+    for t in range(5):
+        masks[:, t, 0, 2:8, t : t + 6] = 1  # a moving square
+    selector, valid = torch.ones(1, 1), torch.ones(1, 5)
+    assert regress_loss(_log_odds(masks[:, 1:]), masks, selector, valid) < 1e-3
+    # Dropping the object in frame 2 costs its 36 pixels over the 37 of its area, once in 4 frames: coming
+    # back in frame 3 moves toward the truth, which is free.
+    dropped = masks.clone()
+    dropped[:, 2, 0] = 0
+    loss = regress_loss(_log_odds(dropped[:, 1:]), masks, selector, valid)
+    # Frame 2's "before" is frame 1's square, which overlaps frame 2's truth in 30 of 42 pixels.
+    assert loss.item() == pytest.approx((30 / 43) / 4, abs=2e-3)
+    # A 16-pixel look-alike wrongly held in frames 1-2, let go in frame 3: only taking it on costs (frame 1,
+    # over the 42 pixels of frames 0 and 1's truths), holding it and letting it go do not.
+    twin = masks.clone()
+    twin[:, 1:3, 0, 10:14, 10:14] = 1
+    held = regress_loss(_log_odds(twin[:, 1:]), masks, selector, valid).item()
+    assert held == pytest.approx((16 / 43) / 4, abs=2e-3)
+    # steady_loss charges letting it go as well.
+    assert steady_loss(_log_odds(twin[:, 1:]), masks, selector, valid) > held
+    # Frames without ground truth are left out; the gradient pushes the dropped frame back, never the frame
+    # before it away.
+    assert regress_loss(_log_odds(dropped[:, 1:]), masks, selector, torch.tensor([[1.0, 1, 0, 1, 1]])) < 1e-3
+    grads = []
+    for later in (1.0, 0.3):
+        fading = masks.clone()
+        fading[:, 1, 0] *= 0.9
+        fading[:, 2, 0] *= later
+        logits = _log_odds(fading[:, 1:]).requires_grad_()
+        regress_loss(logits, masks, selector, valid).backward()
+        grads.append(logits.grad)
+    assert grads[1][:, 1, 1, 2:8, 2:8].sum() < 0
+    torch.testing.assert_close(grads[1][:, 0], grads[0][:, 0])  # frame 2 fading leaves frame 1's gradient
