@@ -107,7 +107,8 @@ def regress_loss(
 
     For each predicted frame t (``logits`` (B, T−1, O+1, H, W)) and object: the probability lost on its truth
     pixels plus the probability gained off them, relative to frame t−1's map (the given frame 0, or the
-    detached prediction), over the area of the truth and that map. A change toward the truth costs nothing,
+    detached prediction), over the area of the truth and that map (so more than 1 where a mask spreads far
+    beyond both: the gradient does not fade as the error grows). A change toward the truth costs nothing,
     so a mask may let go of a look-alike it wrongly held; ``steady_loss`` charges that as flicker too, and a
     smoother trained on it learns to hold such mistakes. The previous map is detached: the term asks each frame
     to be no worse than the one before, never the one before to be worse. Averaged over present objects

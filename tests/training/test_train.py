@@ -248,14 +248,20 @@ def test_train_only_fits_the_named_weights(tmp_path: Path, one_thread: None) -> 
         train(make_config("av", {**overrides, "train_only": ("smother.",), "out_dir": str(tmp_path / "typo")}))
 
 
-def test_steady_loss_and_the_inference_memory_train_and_are_logged(tmp_path: Path, one_thread: None) -> None:
+def test_steady_and_regress_losses_and_the_inference_memory_train_and_are_logged(
+    tmp_path: Path, one_thread: None
+) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    overrides = {**TINY, "iterations": 2, "log_every": 1, "steady_weight": 1.0, "memory_every": 2}
-    train(make_config("av", {**overrides, "out_dir": str(tmp_path / "run")}))
+    overrides = {**TINY, "iterations": 2, "log_every": 1, "steady_weight": 1.0, "regress_weight": 1.0}
+    train(make_config("av", {**overrides, "memory_every": 2, "out_dir": str(tmp_path / "run")}))
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     steady = [event.value for event in events.Scalars("train/steady_loss")]
     assert len(steady) == 2 and all(0 <= value < 1 for value in steady)
-    with pytest.raises(ValueError, match="memory_every"):
-        make_config("av", {**overrides, "memory_every": -1})
+    # Not bounded by 1: an untrained mask spread over the frame gains far more than the object's area.
+    regress = [event.value for event in events.Scalars("train/regress_loss")]
+    assert len(regress) == 2 and all(0 < value < float("inf") for value in regress)
+    for name in ("memory_every", "steady_weight", "regress_weight"):
+        with pytest.raises(ValueError, match="cannot be negative"):
+            make_config("av", {**overrides, name: -1})
