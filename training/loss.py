@@ -107,8 +107,8 @@ def regress_loss(
 
     For each predicted frame t (``logits`` (B, T−1, O+1, H, W)) and object: the probability lost on its truth
     pixels plus the probability gained off them, relative to frame t−1's map (the given frame 0, or the
-    detached prediction), over the area of the truth and that map (so more than 1 where a mask spreads far
-    beyond both: the gradient does not fade as the error grows). A change toward the truth costs nothing,
+    detached prediction), over the area of the three maps (detached: at most 1, and a mask spreading onto an
+    object that has left the frame does not outweigh the rest of the batch). A change toward the truth costs nothing,
     so a mask may let go of a look-alike it wrongly held; ``steady_loss`` charges that as flicker too, and a
     smoother trained on it learns to hold such mistakes. The previous map is detached: the term asks each frame
     to be no worse than the one before, never the one before to be worse. Averaged over present objects
@@ -119,7 +119,7 @@ def regress_loss(
     before = torch.cat([masks[:, :1].float(), probs[:, :-1].detach()], dim=1)
     lost = (truth * (before - probs).clamp(min=0)).flatten(3).sum(-1)
     gained = ((1 - truth) * (probs - before).clamp(min=0)).flatten(3).sum(-1)
-    area = torch.maximum(truth, before).flatten(3).sum(-1) + 1
+    area = torch.maximum(torch.maximum(truth, before), probs.detach()).flatten(3).sum(-1) + 1
     weight = valid[:, 1:].float()[:, :, None] * selector.float()[:, None, :]
     return ((lost + gained) / area * weight).sum() / weight.sum().clamp(min=1)
 
