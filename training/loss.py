@@ -50,6 +50,11 @@ def _without_absent(logits: torch.Tensor, selector: torch.Tensor) -> torch.Tenso
     return logits.float().masked_fill(absent[:, None, :, None, None], -1e4)
 
 
+def _object_maps(logits: torch.Tensor, selector: torch.Tensor) -> torch.Tensor:
+    """The objects' soft masks (B, T, O, H, W) that aggregated log-odds give, absent objects left out."""
+    return torch.softmax(_without_absent(logits, selector), dim=2)[:, :, 1:]
+
+
 def sequence_loss(
     logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor, valid: torch.Tensor, fraction: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -86,7 +91,7 @@ def steady_loss(logits: torch.Tensor, masks: torch.Tensor, selector: torch.Tenso
     steadier than the truth is the cross-entropy's business). Averaged over present objects (``selector``
     (B, O)) and pairs whose frames both have ground truth (``valid`` (B, T)).
     """
-    probs = torch.softmax(_without_absent(logits, selector), dim=2)[:, :, 1:]
+    probs = _object_maps(logits, selector)
     truth = masks.float()
     maps = torch.cat([truth[:, :1], probs], dim=1)
 
@@ -108,13 +113,13 @@ def regress_loss(
     For each predicted frame t (``logits`` (B, T−1, O+1, H, W)) and object: the probability lost on its truth
     pixels plus the probability gained off them, relative to frame t−1's map (the given frame 0, or the
     detached prediction), over the area of the three maps (detached: at most 1, and a mask spreading onto an
-    object that has left the frame does not outweigh the rest of the batch). A change toward the truth costs nothing,
-    so a mask may let go of a look-alike it wrongly held; ``steady_loss`` charges that as flicker too, and a
+    object that has left the frame does not outweigh the rest of the batch). A change toward the truth costs
+    nothing, so a mask may let go of a look-alike it wrongly held; ``steady_loss`` charges that as flicker too, and a
     smoother trained on it learns to hold such mistakes. The previous map is detached: the term asks each frame
     to be no worse than the one before, never the one before to be worse. Averaged over present objects
     (``selector`` (B, O)) and frames with ground truth (``valid`` (B, T)).
     """
-    probs = torch.softmax(_without_absent(logits, selector), dim=2)[:, :, 1:]
+    probs = _object_maps(logits, selector)
     truth = masks[:, 1:].float()
     before = torch.cat([masks[:, :1].float(), probs[:, :-1].detach()], dim=1)
     lost = (truth * (before - probs).clamp(min=0)).flatten(3).sum(-1)

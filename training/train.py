@@ -387,14 +387,14 @@ def train(config: TrainConfig) -> STCN:
             heard = sounding_loss(sounding, batch["masks"], batch["has_audio"], batch["lookalikes"])
             loss = loss + config.sounding_weight * heard
             stats["sounding"] = heard.detach()
-        if config.steady_weight > 0:
-            steady = steady_loss(logits, batch["masks"], batch["selector"], batch["valid"])
-            loss = loss + config.steady_weight * steady
-            stats["steady"] = steady.detach()
-        if config.regress_weight > 0:
-            regress = regress_loss(logits, batch["masks"], batch["selector"], batch["valid"])
-            loss = loss + config.regress_weight * regress
-            stats["regress"] = regress.detach()
+        for term, weight, mask_loss in (
+            ("steady", config.steady_weight, steady_loss),
+            ("regress", config.regress_weight, regress_loss),
+        ):
+            if weight > 0:
+                value = mask_loss(logits, batch["masks"], batch["selector"], batch["valid"])
+                loss = loss + weight * value
+                stats[term] = value.detach()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
