@@ -30,6 +30,8 @@ from avvos.metrics import evaluate_av_sync
 
 #: per-clip score names, in the order they are printed
 METRICS = ("J&F-Mean", "identity_switch_fraction", "flicker")
+#: their printed names
+LABELS = {"J&F-Mean": "J&F", "identity_switch_fraction": "switches", "flicker": "flicker"}
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,12 @@ class Interval:
     low: float
     high: float
 
-    def __str__(self) -> str:
+    def format(self, signed: bool = False) -> str:
+        """``mean [low, high]`` to three decimals; ``signed`` for differences."""
         if math.isnan(self.mean):
             return "n/a"
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        spec = "+.3f" if signed else ".3f"
+        return f"{self.mean:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
 
 def score_arm(masks: Path, data: Path, split: str) -> dict[str, dict]:
@@ -137,12 +141,12 @@ def format_comparison(result: dict, kept: float = 0.7, loss: float = 0.1) -> str
     """The printed report of :func:`compare`."""
     names = list(result["arms"])
     lines = [f"{result['clips']} clips; means with 95 % bootstrap intervals over clips"]
-    header = f"{'arm':<14} {'J&F':>26} {'switches':>26} {'flicker':>26}"
+    header = f"{'arm':<14} " + " ".join(f"{LABELS[m]:>26}" for m in METRICS)
     lines += [header, "-" * len(header)]
     for name, row in result["arms"].items():
-        lines.append(f"{name:<14} " + " ".join(f"{str(row[m]):>26}" for m in METRICS))
+        lines.append(f"{name:<14} " + " ".join(f"{row[m].format():>26}" for m in METRICS))
     for name, row in result["against_first"].items():
-        lines.append(f"{name} - {names[0]}: " + ", ".join(f"{m} {row[m]}" for m in METRICS))
+        lines.append(f"{name} - {names[0]}: " + ", ".join(f"{LABELS[m]} {row[m].format(signed=True)}" for m in METRICS))
         change = row["flicker_change"]
         if not math.isnan(change.mean):
             lines.append(

@@ -89,7 +89,7 @@ def test_the_command_prints_and_writes_json(data: Path, tmp_path: Path, capsys: 
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"{CLIPS} clips; means with 95 % bootstrap intervals" in printed
-    assert "half - truth: J&F-Mean -0.500" in printed
+    assert "half - truth: J&F -0.500 [" in printed
     assert "clips losing more than 0.1 J&F: 2" in printed
     assert "clips every arm keeps (J&F >= 0.7 in each): 2" in printed
     written = json.loads(report.read_text())
