@@ -8,9 +8,9 @@ intervals; then, against the first arm, the paired differences with intervals, t
 the clips every arm keeps (J&F at least ``--kept`` in each) and the clips an arm loses (J&F down by more than
 ``--loss`` against the first arm)::
 
-    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/indep \
+    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/indep \\
         --smoothing-off --only crossing --only "crossing, smoothing off" --out runs/ind
-    python -m training.compare_av --data runs/indep --split crossing \
+    python -m training.compare_av --data runs/indep --split crossing \\
         off=runs/ind/masks/default/crossing_smoothing_off on=runs/ind/masks/default/crossing
 
 ``--json FILE`` also writes every figure and the per-clip scores.

@@ -29,7 +29,7 @@ project's generator::
 ``--only CONDITION`` runs only the named conditions, e.g. the crossing clips of the development seeds::
 
     python -m training.make_av_data runs/dev/data --clips 64 --seed 11500000 --splits crossing
-    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/dev/data \
+    python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/dev/data \\
         --only crossing --out runs/dev_eval
 
 Prints a table and writes ``<out>/results.json``; the gain from audio is J&F(crossing) - J&F(silent).

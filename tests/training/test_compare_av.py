@@ -104,3 +104,11 @@ def test_the_command_prints_and_writes_json(data: Path, tmp_path: Path, capsys: 
     ):
         with pytest.raises(SystemExit):
             main(bad)
+
+
+def test_help_keeps_the_continued_command_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The example commands in ``--help`` run over two lines joined by a shell backslash, not into one line."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    printed = capsys.readouterr().out
+    assert "--data runs/indep \\\n        --smoothing-off" in printed

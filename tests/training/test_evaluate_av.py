@@ -80,3 +80,10 @@ def test_only_the_named_conditions_run(tmp_path: Path, capsys: pytest.CaptureFix
         main([*base, "--only", "silent"])  # the folder has no silent split
     with pytest.raises(SystemExit):
         main([*base, "--only", "nonsense"])
+
+
+def test_help_keeps_the_continued_command_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The example commands in ``--help`` run over two lines joined by a shell backslash, not into one line."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--data runs/dev/data \\\n        --only crossing" in capsys.readouterr().out
