@@ -13,6 +13,13 @@ the clips every arm keeps (J&F at least ``--kept`` in each) and the clips an arm
     python -m training.compare_av --data runs/indep --split crossing \\
         off=runs/ind/masks/default/crossing_smoothing_off on=runs/ind/masks/default/crossing
 
+An arm ``NAME=MASKS@SPLIT`` is scored on another split than ``--split``; arms of different splits are paired by
+the clip's number, since ``silent_<n>`` has the frames and masks of ``crossing_<n>``. So the gain from the sound,
+with its interval::
+
+    python -m training.compare_av --data runs/indep silent=runs/ind/masks/default/silent@silent \\
+        sound=runs/ind/masks/default/crossing
+
 ``--json FILE`` also writes every figure and the per-clip scores.
 """
 
@@ -26,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avvos.errors import AvvosError
 from avvos.metrics import evaluate_av_sync
 
 #: per-clip score names, in the order they are printed
@@ -55,6 +63,16 @@ def score_arm(masks: Path, data: Path, split: str) -> dict[str, dict]:
     if not masks.is_dir():
         raise FileNotFoundError(f"no mask folder {masks}")
     return evaluate_av_sync(masks, data, split)["sequences"]
+
+
+def by_number(per_clip: dict[str, dict], split: str) -> dict[str, dict]:
+    """Per-clip scores keyed by the clip's number (``silent_000123`` -> ``000123``), so that arms scored on
+    different splits pair clip by clip."""
+    prefix = f"{split}_"
+    strays = [name for name in per_clip if not name.startswith(prefix)]
+    if strays:
+        raise ValueError(f"clips {strays[:3]} of split {split!r} are not named {prefix}<number>: cannot pair them")
+    return {name[len(prefix) :]: row for name, row in per_clip.items()}
 
 
 def _table(arms: dict[str, dict[str, dict]], metric: str) -> np.ndarray:
@@ -186,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("arms", nargs="+", metavar="NAME=MASKS", help="an arm's name and its mask folder")
+    parser.add_argument(
+        "arms", nargs="+", metavar="NAME=MASKS[@SPLIT]", help="an arm's name, its mask folder and split (--split)"
+    )
     parser.add_argument("--data", type=Path, required=True, help="the clips the masks were made on")
     parser.add_argument("--split", default="crossing", help="the split scored (default crossing)")
     parser.add_argument("--samples", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -195,22 +215,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", type=float, default=0.1, help="J&F drop counted as a loss (default 0.1)")
     parser.add_argument("--json", type=Path, help="also write every figure and the per-clip scores here")
     args = parser.parse_args(argv)
-    if not (args.data / "ImageSets" / f"{args.split}.txt").is_file():
-        parser.error(f"--data {args.data} has no ImageSets/{args.split}.txt")
     if args.samples < 1:
         parser.error(f"--samples must be at least 1, got {args.samples}")
-    paths: dict[str, Path] = {}
+    specs: dict[str, tuple[Path, str]] = {}
     for spec in args.arms:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            parser.error(f"arms take NAME=MASKS, got {spec!r}")
-        if name in paths:
+        name, sep, rest = spec.partition("=")
+        path, at, split = rest.rpartition("@") if "@" in rest else (rest, "", args.split)
+        if not sep or not name or not path or (at and not split):
+            parser.error(f"arms take NAME=MASKS or NAME=MASKS@SPLIT, got {spec!r}")
+        if name in specs:
             parser.error(f"arm {name!r} given twice")
         if not Path(path).is_dir():
             parser.error(f"arm {name!r}: no mask folder {path}")
-        paths[name] = Path(path)
-    arms = {name: score_arm(path, args.data, args.split) for name, path in paths.items()}
-    result = compare(arms, args.samples, args.seed, args.kept, args.loss)
+        if not (args.data / "ImageSets" / f"{split}.txt").is_file():
+            parser.error(f"--data {args.data} has no ImageSets/{split}.txt (arm {name!r})")
+        specs[name] = (Path(path), split)
+    try:
+        arms = {name: score_arm(path, args.data, split) for name, (path, split) in specs.items()}
+        if len({split for _, split in specs.values()}) > 1:
+            arms = {name: by_number(arms[name], split) for name, (_, split) in specs.items()}
+        result = compare(arms, args.samples, args.seed, args.kept, args.loss)
+    except (AvvosError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(format_comparison(result, args.kept, args.loss))
     if args.json is not None:
         report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

@@ -19,17 +19,17 @@ CLIPS = 4
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four crossing clips of the independent generator, 12 frames of 64 x 96."""
+    """Four crossing clips of the independent generator and their silent twins, 12 frames of 64 x 96."""
     root = tmp_path_factory.mktemp("compare_av") / "data"
     argv = [str(root), "--clips", str(CLIPS), "--seed", "4100", "--frames", "12", "--height", "64", "--width", "96",
-            "--splits", "crossing"]  # fmt: skip
+            "--splits", "crossing,silent"]  # fmt: skip
     assert generate(argv) == 0
     return root
 
 
-def write_arm(data: Path, out: Path, truthful: set[int]) -> Path:
+def write_arm(data: Path, out: Path, truthful: set[int], split: str = "crossing") -> Path:
     """Masks equal to the truth on the clips numbered in ``truthful``, empty on the others."""
-    names = (data / "ImageSets" / "crossing.txt").read_text().split()
+    names = (data / "ImageSets" / f"{split}.txt").read_text().split()
     for index, name in enumerate(names):
         (out / name).mkdir(parents=True)
         for path in sorted((data / "Annotations" / name).glob("*.png")):
@@ -106,9 +106,29 @@ def test_the_command_prints_and_writes_json(data: Path, tmp_path: Path, capsys: 
             main(bad)
 
 
+def test_arms_of_two_splits_pair_by_clip_number(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``NAME=MASKS@SPLIT``: the silent clips pair with the crossing clips of the same number (the gain's interval)."""
+    sound = write_arm(data, tmp_path / "sound", set(range(CLIPS)))
+    silent = write_arm(data, tmp_path / "silent", {1}, split="silent")
+    assert main(["--data", str(data), f"silent={silent}@silent", f"sound={sound}", "--samples", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert "sound - silent: J&F +0.750 [" in printed
+    # Clip 1 is right in both arms: the one clip both keep, named by its number.
+    assert "clips every arm keeps (J&F >= 0.7 in each): 1" in printed
+    # Masks of crossing clips scored as the silent split: no prediction folder for silent_<n>, a clear error.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(data), f"wrong={sound}@silent", f"sound={sound}"])
+    assert exit_info.value.code == 2
+    assert "has no prediction folder" in capsys.readouterr().err
+    for bad in ([f"x={sound}@"], [f"x={sound}@nosuchsplit"]):
+        with pytest.raises(SystemExit):
+            main(["--data", str(data), *bad])
+
+
 def test_help_keeps_the_continued_command_lines(capsys: pytest.CaptureFixture[str]) -> None:
     """The example commands in ``--help`` run over two lines joined by a shell backslash, not into one line."""
     with pytest.raises(SystemExit):
         main(["--help"])
     printed = capsys.readouterr().out
     assert "--data runs/indep \\\n        --smoothing-off" in printed
+    assert "silent@silent \\\n        sound=" in printed
