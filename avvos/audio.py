@@ -142,7 +142,7 @@ class _StreamResampler:
             return np.zeros(0, np.float32)
         seg_start = self.next_period * self.period_in - self.context
         seg_end = end_period * self.period_in + self.context
-        segment = self.history[seg_start - self.start:seg_end - self.start]
+        segment = self.history[seg_start - self.start : seg_end - self.start]
         if len(segment) < seg_end - seg_start:  # right context not all there: zero-pad (beyond width only)
             segment = np.pad(segment, (0, seg_end - seg_start - len(segment)))
         # Output period j of the segment uses segment[j*P - width : (j+1)*P + width] (P = period_in); only the
@@ -151,11 +151,11 @@ class _StreamResampler:
         count = end_period - self.next_period
         offset = first * self.period_in - self.width
         taps = self._kernel.shape[0]
-        frames = np.lib.stride_tricks.sliding_window_view(segment[offset:], taps)[::self.period_in][:count]
+        frames = np.lib.stride_tricks.sliding_window_view(segment[offset:], taps)[:: self.period_in][:count]
         out = (frames @ self._kernel).reshape(-1)
         self.next_period = end_period
         keep_from = end_period * self.period_in - self.context
-        self.history = self.history[keep_from - self.start:]
+        self.history = self.history[keep_from - self.start :]
         self.start = keep_from
         self.produced += len(out)
         return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
@@ -193,11 +193,11 @@ class AudioBuffer:
         """Write at the head of the ring (caller holds the lock)."""
         if len(chunk) >= self.capacity:
             self._count += len(chunk) - self.capacity
-            chunk = chunk[-self.capacity:]
+            chunk = chunk[-self.capacity :]
         pos = self._count % self.capacity
         first = min(len(chunk), self.capacity - pos)
-        self._data[pos:pos + first] = chunk[:first]
-        self._data[:len(chunk) - first] = chunk[first:]
+        self._data[pos : pos + first] = chunk[:first]
+        self._data[: len(chunk) - first] = chunk[first:]
         self._count += len(chunk)
 
     def append(self, chunk: np.ndarray, end_time: float, *, contiguous: bool = False) -> None:
@@ -233,7 +233,7 @@ class AudioBuffer:
             lo, hi = max(first, self._count - self.capacity, 0), min(last + 1, self._count)
             if lo < hi:
                 idx = np.arange(lo, hi) % self.capacity
-                out[lo - first:hi - first] = self._data[idx]
+                out[lo - first : hi - first] = self._data[idx]
         return out
 
 
@@ -243,7 +243,7 @@ def _slice_padded(samples: np.ndarray, last: int, size: int) -> np.ndarray:
     first = last - size + 1
     lo, hi = max(first, 0), min(last + 1, len(samples))
     if lo < hi:
-        out[lo - first:hi - first] = samples[lo:hi]
+        out[lo - first : hi - first] = samples[lo:hi]
     return out
 
 
@@ -416,7 +416,7 @@ class MicrophoneSource(Closeable):
 
     @property
     def status(self) -> str:
-        """"recording", "waiting for audio", "silent: ..." (no audio lately) or "stopped: ..." / "closed"."""
+        """ "recording", "waiting for audio", "silent: ..." (no audio lately) or "stopped: ..." / "closed"."""
         if self._closed:
             return "closed"
         if self._finished is not None:
@@ -568,7 +568,7 @@ class FileAudio:
                     if converted.pts is not None and converted.time_base is not None:
                         at = int(round((float(converted.pts * converted.time_base) - origin) * rate))
                         if not chunks and at < 0:  # audio that starts before the file's origin
-                            data = data[min(-at, len(data)):]
+                            data = data[min(-at, len(data)) :]
                         elif at > position + (rate // 20 if chunks else 0):  # late start or a gap > 50 ms
                             chunks.append(np.zeros((at - position, data.shape[1]), np.float32))
                             position = at

@@ -292,4 +292,3 @@ class FeaturePropagation:
         index = label_map(up[0]).cpu().numpy()
         lookup = np.array([0, *self.object_ids], dtype=np.uint8)
         return lookup[index]
-

@@ -71,9 +71,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[ST
     return model.to(device).eval(), info
 
 
-def save_checkpoint(
-    model: STCN, path: str | Path, description: str = "", extra: dict[str, Any] | None = None
-) -> None:
+def save_checkpoint(model: STCN, path: str | Path, description: str = "", extra: dict[str, Any] | None = None) -> None:
     """Write an avvos ``.safetensors`` checkpoint atomically (temporary file, then rename)."""
     path = Path(path)
     metadata = {

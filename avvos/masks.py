@@ -53,13 +53,9 @@ def read_mask(path: str | Path, *, binary_threshold: int = 128) -> np.ndarray:
     if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(array)
         if array.max() > 255 or array.min() < 0:
-            raise MaskError(
-                f"mask {path} has object ids up to {array.max()}: ids must be 0..255 (0 = background)"
-            )
+            raise MaskError(f"mask {path} has object ids up to {array.max()}: ids must be 0..255 (0 = background)")
         return array.astype(np.uint8)
-    raise MaskError(
-        f"mask {path} is a {mode} image: give a palette PNG of object ids or a 0/255 greyscale PNG"
-    )
+    raise MaskError(f"mask {path} is a {mode} image: give a palette PNG of object ids or a 0/255 greyscale PNG")
 
 
 def write_mask(path: str | Path, labels: np.ndarray, palette: np.ndarray | None = None) -> None:

@@ -63,9 +63,7 @@ def pad_amounts(height: int, width: int, multiple: int = 16) -> tuple[int, int, 
     return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2
 
 
-def processing_size(
-    height: int, width: int, config: InferenceConfig, model_size: int | None = None
-) -> tuple[int, int]:
+def processing_size(height: int, width: int, config: InferenceConfig, model_size: int | None = None) -> tuple[int, int]:
     """The (height, width) frames are processed at: ``config.size`` on the shorter side, or the
     input size when its shorter side is at most ``config.max_size`` and the weights' own
     ``model_size`` (:attr:`ModelConfig.process_size`), else scaled down to the smaller of the two."""

@@ -22,9 +22,7 @@ if TYPE_CHECKING:
 CONTOUR_WIDTH = 2
 
 
-def overlay(
-    image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, palette: np.ndarray | None = None
-) -> np.ndarray:
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, palette: np.ndarray | None = None) -> np.ndarray:
     """Blend each object's region of an RGB image with its palette colour and outline it.
 
     Object pixels become ``(1 - alpha) * image + alpha * colour``; the outermost 2 pixels inside each

@@ -84,9 +84,7 @@ def open_frames(path: str | Path, fps: float = 25.0) -> FrameSource:
         return _FolderSource(path, fps)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            raise InputError(
-                f"{path} is a single image: give a folder of frames or a video file"
-            )
+            raise InputError(f"{path} is a single image: give a folder of frames or a video file")
         return _VideoSource(path, fps)
     raise InputError(f"frames not found: {path} is neither a folder of images nor a video file")
 
@@ -124,13 +122,12 @@ class _FolderSource(FrameSource):
         if fps <= 0:
             raise InputError(f"fps must be positive, got {fps}")
         files = [
-            p for p in folder.iterdir()
+            p
+            for p in folder.iterdir()
             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
         ]
         if not files:
-            raise InputError(
-                f"no images in {folder}: expected files ending in {', '.join(sorted(IMAGE_SUFFIXES))}"
-            )
+            raise InputError(f"no images in {folder}: expected files ending in {', '.join(sorted(IMAGE_SUFFIXES))}")
         files.sort(key=lambda p: _natural_key(p.name))
         stems = [p.stem for p in files]
         if len(set(stems)) != len(stems):
@@ -143,9 +140,7 @@ class _FolderSource(FrameSource):
             with Image.open(files[0]) as first:
                 width, height = first.size
         except _IMAGE_ERRORS as exc:
-            raise InputError(
-                f"cannot read frame {files[0]}: the file is corrupt or not an image ({exc})"
-            ) from exc
+            raise InputError(f"cannot read frame {files[0]}: the file is corrupt or not an image ({exc})") from exc
         super().__init__(folder, float(fps), len(files), (height, width))
         self.files = files
         self.names = stems
@@ -185,9 +180,7 @@ class _VideoSource(FrameSource):
         try:
             container = av.open(str(path), mode="r")
         except _VIDEO_ERRORS as exc:
-            raise InputError(
-                f"cannot open {path} as a video: the file is corrupt or not a video ({exc})"
-            ) from exc
+            raise InputError(f"cannot open {path} as a video: the file is corrupt or not a video ({exc})") from exc
         if not container.streams.video:
             container.close()
             raise InputError(f"{path} has no video stream")
@@ -270,9 +263,7 @@ def discover_davis(root: str | Path, imageset: str | Path | None = None) -> list
             f"{root} is not a DAVIS or YouTube-VOS root: expected JPEGImages/480p/<sequence>/ "
             "or JPEGImages/<sequence>/ inside it"
         )
-    available = sorted(
-        p.name for p in frames_root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    available = sorted(p.name for p in frames_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if imageset is None:
         names = available
     else:
@@ -299,4 +290,3 @@ def _read_imageset(root: Path, imageset: Path) -> list[str]:
     if not names:
         raise InputError(f"the image set {path} lists no sequence")
     return names
-

@@ -45,8 +45,10 @@ def main() -> None:
             default.append(middle - start)
             every.append(time.perf_counter() - middle)
     one, all_tests = statistics.median(default) * 1e3, statistics.median(every) * 1e3
-    print(f"{len(frames)} first frames at 240p: default colour test {one:.1f} ms, all tests {all_tests:.1f} ms "
-          f"(x{all_tests / one:.2f}), once per annotated object")
+    print(
+        f"{len(frames)} first frames at 240p: default colour test {one:.1f} ms, all tests {all_tests:.1f} ms "
+        f"(x{all_tests / one:.2f}), once per annotated object"
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def synthetic_frame(index: int, height: int = 240, width: int = 320) -> np.ndarr
     image[top:bottom, left:right] = 255
     for bit in range(BITS):
         if (index >> bit) & 1:
-            image[0:BAR, bit * BAR:(bit + 1) * BAR] = 255
+            image[0:BAR, bit * BAR : (bit + 1) * BAR] = 255
     return image
 
 
@@ -67,7 +67,7 @@ def read_index(image: np.ndarray) -> int:
     grey = image.mean(axis=2) if image.ndim == 3 else image
     index = 0
     for bit in range(BITS):
-        cell = grey[2:BAR - 2, bit * BAR + 2:(bit + 1) * BAR - 2]
+        cell = grey[2 : BAR - 2, bit * BAR + 2 : (bit + 1) * BAR - 2]
         if cell.mean() > 128:
             index |= 1 << bit
     return index
@@ -132,7 +132,8 @@ class MjpegCamera:
                 self.sent_at[index] = now()  # before writing: the client cannot have it earlier
                 handler.wfile.write(
                     b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
-                    + jpeg.tobytes() + b"\r\n"
+                    + jpeg.tobytes()
+                    + b"\r\n"
                 )
                 handler.wfile.flush()
                 index += 1
@@ -224,7 +225,9 @@ class VirtualMicrophone:
         write_wav(path, signal, rate)
         player = subprocess.Popen(
             ["paplay", f"--device={self.sink}", str(path)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.players.append(player)
         return player
@@ -259,12 +262,21 @@ def virtual_microphone(rate: int = 48000) -> Iterator[VirtualMicrophone]:
     }
     daemon = subprocess.Popen(
         [
-            "pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--use-pid-file=no",
-            "--disable-shm=yes", "--log-target=stderr", "--log-level=error",
+            "pulseaudio",
+            "--daemonize=no",
+            "-n",
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+            "--disable-shm=yes",
+            "--log-target=stderr",
+            "--log-level=error",
             "--load=module-native-protocol-unix auth-anonymous=1",
             f"--load=module-null-sink sink_name=vmic rate={rate} channels=1",
         ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     mic = VirtualMicrophone(runtime_dir, daemon, env)
     try:

@@ -80,8 +80,8 @@ def test_gaps_and_overlaps_between_chunks() -> None:
     buffer.append(np.full(1600, 3, np.float32), end_time=buffer.end_time + 0.3)  # 0.2 s dropout: zeros
     window = buffer.window(buffer.end_time, seconds=0.6)
     assert np.array_equal(window[-1600:], np.full(1600, 3))
-    assert not window[-1600 - 3200:-1600].any()
-    assert (window[-1600 - 3200 - 1600:-1600 - 3200] == 2).all()
+    assert not window[-1600 - 3200 : -1600].any()
+    assert (window[-1600 - 3200 - 1600 : -1600 - 3200] == 2).all()
     buffer.append(np.full(1600, 4, np.float32), end_time=buffer.end_time + 0.05)  # starts 50 ms early
     window = buffer.window(buffer.end_time, seconds=0.2)
     assert (window[-1600:] == 4).all() and (window[-2400:-1600] == 3).all()  # the overlap was replaced
@@ -156,12 +156,12 @@ def test_block_resampling_equals_one_shot_resampling(rate: int) -> None:
     x = np.random.default_rng(rate).uniform(-0.5, 0.5, rate).astype(np.float32)
     resampler, outputs, start = _StreamResampler(rate), [], 0
     for size in np.random.default_rng(0).integers(1, 1500, 200):
-        outputs.append(resampler.process(x[start:start + size]))
+        outputs.append(resampler.process(x[start : start + size]))
         start += size
     outputs.append(resampler.process(x[start:]))
     streamed, whole = np.concatenate(outputs), to_mono_16k(x, rate)
     assert len(whole) - len(streamed) < 0.02 * SAMPLE_RATE  # held back: the right context of the filter
-    assert np.abs(streamed - whole[:len(streamed)]).max() < 5e-5  # float32 sums in another order
+    assert np.abs(streamed - whole[: len(streamed)]).max() < 5e-5  # float32 sums in another order
 
 
 # ---- FileAudio on real files -------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_speech_ogg(shared_data: Path) -> None:
     assert 0.02 < _rms(audio.samples) < 0.2 and not audio.dropouts
     window = audio.window(5.0)
     assert len(window) == WINDOW and _rms(window) > 0.01
-    assert np.array_equal(window, audio.samples[5 * 16000 - WINDOW + 1:5 * 16000 + 1])
+    assert np.array_equal(window, audio.samples[5 * 16000 - WINDOW + 1 : 5 * 16000 + 1])
 
 
 def test_vorbis_44k_stereo_video_track(shared_data: Path) -> None:
@@ -182,7 +182,7 @@ def test_vorbis_44k_stereo_video_track(shared_data: Path) -> None:
     assert (audio.source_rate, audio.channels, audio.codec) == (44100, 2, "vorbis")
     assert audio.duration == pytest.approx(1.0, abs=0.02) and len(audio.samples) == pytest.approx(16000, abs=320)
     window = audio.window(0.5)
-    assert np.abs(window[:WINDOW - 8000]).max() < 1e-4  # before the start of the file: zeros (and filter ringing)
+    assert np.abs(window[: WINDOW - 8000]).max() < 1e-4  # before the start of the file: zeros (and filter ringing)
     assert _rms(window[-8000:]) > 0.01
 
 
@@ -224,7 +224,7 @@ def _write_audio(path: Path, signal: np.ndarray, rate: int, codec: str, fmt: str
         stream = container.add_stream(codec, rate=rate)
         stream.layout = "mono"
         for start in range(0, len(signal), 1024):
-            frame = av.AudioFrame.from_ndarray(signal[None, start:start + 1024], format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(signal[None, start : start + 1024], format="fltp", layout="mono")
             frame.sample_rate, frame.pts = rate, start
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -237,7 +237,7 @@ def test_a_truncated_file_keeps_what_was_decoded_and_pads_with_silence(tmp_path:
     _write_audio(whole, _tone(440.0, 48000, 4.0), 48000, "aac", "mp4", {"movflags": "faststart"})
     cut = tmp_path / "cut.mp4"
     data = whole.read_bytes()
-    cut.write_bytes(data[:len(data) // 2])  # the header still announces 4 s
+    cut.write_bytes(data[: len(data) // 2])  # the header still announces 4 s
     with pytest.warns(AudioWarning, match=r"ended early at 1\.\d+ s of 4\.0\d s; the rest is silence"):
         audio = FileAudio(cut)
     assert audio.duration == pytest.approx(4.0, abs=0.02)
@@ -250,7 +250,7 @@ def test_damaged_packets_midway_become_silence(tmp_path: Path) -> None:
     _write_audio(path, _tone(440.0, 48000, 4.0), 48000, "aac", "mp4", {"movflags": "faststart"})
     data = bytearray(path.read_bytes())
     third = len(data) // 3
-    data[third:third + len(data) // 5] = np.random.default_rng(0).integers(0, 256, len(data) // 5, np.uint8).tobytes()
+    data[third : third + len(data) // 5] = np.random.default_rng(0).integers(0, 256, len(data) // 5, np.uint8).tobytes()
     path.write_bytes(bytes(data))
     with pytest.warns(AudioWarning, match="damaged packets were skipped"):
         audio = FileAudio(path)
@@ -269,7 +269,7 @@ def _flash_and_click_video(path: Path, frames: int = 100) -> None:
     click = int(0.02 * AUDIO_RATE)
     for k in FLASHES:
         start = round(k / FPS * AUDIO_RATE) - click // 2
-        audio[start:start + click] = _tone(2000.0, AUDIO_RATE, 0.02, 0.6)
+        audio[start : start + click] = _tone(2000.0, AUDIO_RATE, 0.02, 0.6)
     with av.open(str(path), mode="w", format="mp4") as container:
         video = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=FPS)
         video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
@@ -281,7 +281,9 @@ def _flash_and_click_video(path: Path, frames: int = 100) -> None:
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
             while position < min((i + 1) * AUDIO_RATE / FPS, len(audio)):
-                frame = av.AudioFrame.from_ndarray(audio[None, position:position + 1024], format="fltp", layout="mono")
+                frame = av.AudioFrame.from_ndarray(
+                    audio[None, position : position + 1024], format="fltp", layout="mono"
+                )
                 frame.sample_rate, frame.pts = AUDIO_RATE, position
                 for packet in sound.encode(frame):
                     container.mux(packet)
@@ -354,8 +356,10 @@ def test_the_microphone_records_a_tone_on_the_shared_clock(vmic: VirtualMicropho
     peak, rms = _peak_hz(window), _rms(window)
     assert len(window) == WINDOW and abs(peak - 440) < 3, peak
     assert 0.3 < rms < 0.4, rms  # 0.5 / sqrt(2)
-    print(f"microphone at {mic.samplerate} Hz: peak {peak:.1f} Hz, RMS {rms:.3f}, age of the last sample "
-          f"{(now() - end) * 1000:.0f} ms at the check, overflows {overflows}")
+    print(
+        f"microphone at {mic.samplerate} Hz: peak {peak:.1f} Hz, RMS {rms:.3f}, age of the last sample "
+        f"{(now() - end) * 1000:.0f} ms at the check, overflows {overflows}"
+    )
 
 
 def test_a_microphone_that_stops_gives_silence_and_says_so(vmic: VirtualMicrophone) -> None:

@@ -27,8 +27,14 @@ def _box_of(image: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]) + 16, int(cols[0]), int(rows[-1]) + 17, int(cols[-1]) + 1
 
 
-def _write_video(path: Path, images: list[np.ndarray], fps: int = 25, codec: str = "mpeg4",
-                 pix_fmt: str = "yuv420p", fmt: str | None = None) -> None:
+def _write_video(
+    path: Path,
+    images: list[np.ndarray],
+    fps: int = 25,
+    codec: str = "mpeg4",
+    pix_fmt: str = "yuv420p",
+    fmt: str | None = None,
+) -> None:
     """Encode RGB (or grey, with pix_fmt gray) frames with PyAV."""
     with av.open(str(path), mode="w", format=fmt) as container:
         stream = container.add_stream(codec, rate=fps)
@@ -88,8 +94,10 @@ def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted() -> None:
     assert max(ages) < 2 / 30, ages
     assert min(drops) >= 3 and stats.dropped == sum(drops), (drops, stats)
     assert stats.grabbed >= stats.delivered + stats.dropped
-    print(f"slow consumer: dropped per read {drops}, total {stats.dropped} of {stats.grabbed}; "
-          f"frame age at delivery max {max(ages) * 1000:.1f} ms")
+    print(
+        f"slow consumer: dropped per read {drops}, total {stats.dropped} of {stats.grabbed}; "
+        f"frame age at delivery max {max(ages) * 1000:.1f} ms"
+    )
 
 
 def test_a_live_stream_without_realtime_delivers_every_frame() -> None:

@@ -146,8 +146,11 @@ def test_davis2016_ground_truth_merges_prediction_ids(tmp_path: Path) -> None:
 def test_ground_truth_layouts_are_detected(tmp_path: Path, layout: str) -> None:
     pred_root, gt_root = _palette_sequence(tmp_path)
     (pred_root / "no-ground-truth").mkdir()
-    base = {"plain": tmp_path / "root", "davis": tmp_path / "root" / "Annotations" / "480p",
-            "youtube": tmp_path / "root" / "Annotations"}[layout]
+    base = {
+        "plain": tmp_path / "root",
+        "davis": tmp_path / "root" / "Annotations" / "480p",
+        "youtube": tmp_path / "root" / "Annotations",
+    }[layout]
     base.parent.mkdir(parents=True, exist_ok=True)
     gt_root.rename(base)
     results = evaluate(pred_root, tmp_path / "root", progress=False)
@@ -219,14 +222,21 @@ def _oracle_rows(metrics: dict) -> tuple[dict[str, float], dict[str, dict[str, f
     objects = list(j["M_per_object"])
     overall = {
         "J&F-Mean": (np.mean(j["M"]) + np.mean(f["M"])) / 2,
-        "J-Mean": np.mean(j["M"]), "J-Recall": np.mean(j["R"]), "J-Decay": np.mean(j["D"]),
-        "F-Mean": np.mean(f["M"]), "F-Recall": np.mean(f["R"]), "F-Decay": np.mean(f["D"]),
+        "J-Mean": np.mean(j["M"]),
+        "J-Recall": np.mean(j["R"]),
+        "J-Decay": np.mean(j["D"]),
+        "F-Mean": np.mean(f["M"]),
+        "F-Recall": np.mean(f["R"]),
+        "F-Decay": np.mean(f["D"]),
     }
     sequences: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(obj.rsplit("_", 1)[0] for obj in objects):
         idx = [i for i, obj in enumerate(objects) if obj.rsplit("_", 1)[0] == name]
-        row = {f"{m}-{s}": float(np.mean([d[k][i] for i in idx]))
-               for m, d in (("J", j), ("F", f)) for s, k in (("Mean", "M"), ("Recall", "R"), ("Decay", "D"))}
+        row = {
+            f"{m}-{s}": float(np.mean([d[k][i] for i in idx]))
+            for m, d in (("J", j), ("F", f))
+            for s, k in (("Mean", "M"), ("Recall", "R"), ("Decay", "D"))
+        }
         sequences[name] = {"J&F-Mean": (row["J-Mean"] + row["F-Mean"]) / 2, **row}
     return overall, sequences
 
@@ -299,9 +309,11 @@ def test_measures_match_official_functions_on_random_blobs() -> None:
             shift = tuple(rng.integers(-6, 7, size=2))
             other = np.roll(blob, shift, axis=(0, 1)) ^ (rng.random(shape) > 0.97)
             assert region_similarity(other, blob) == pytest.approx(
-                float(metrics.db_eval_iou(blob, other)), abs=TOLERANCE)
+                float(metrics.db_eval_iou(blob, other)), abs=TOLERANCE
+            )
             assert boundary_measure(other, blob, bound_th) == pytest.approx(
-                float(metrics.f_measure(other, blob, bound_th=bound_th)), abs=TOLERANCE)
+                float(metrics.f_measure(other, blob, bound_th=bound_th)), abs=TOLERANCE
+            )
 
 
 def test_summarize_matches_official_statistics() -> None:

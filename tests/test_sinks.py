@@ -71,8 +71,14 @@ def _gradient_frames(count: int, height: int, width: int) -> list[np.ndarray]:
     cols = np.linspace(0, 255, width)[None, :]
     frames = []
     for i in range(count):
-        frame = np.stack([np.broadcast_to(rows, (height, width)), np.broadcast_to(cols, (height, width)),
-                          np.full((height, width), 20.0 * i)], axis=2)
+        frame = np.stack(
+            [
+                np.broadcast_to(rows, (height, width)),
+                np.broadcast_to(cols, (height, width)),
+                np.full((height, width), 20.0 * i),
+            ],
+            axis=2,
+        )
         frames.append(frame.astype(np.uint8))
     return frames
 

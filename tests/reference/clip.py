@@ -44,9 +44,7 @@ def _blob(height: int, width: int, cy: int, cx: int, r: int) -> np.ndarray:
     return (yy - cy) ** 4 + (xx - cx) ** 4 <= r**4
 
 
-def make_clip(
-    seed: int = 0, frames: int = 12, height: int = 100, width: int = 180
-) -> tuple[np.ndarray, np.ndarray]:
+def make_clip(seed: int = 0, frames: int = 12, height: int = 100, width: int = 180) -> tuple[np.ndarray, np.ndarray]:
     """RGB frames (T, H, W, 3) uint8 and the first-frame label mask (H, W) uint8 in {0, 1, 2}.
 
     The background pans slowly; object 1 (an ellipse) moves right and down, object 2 (a

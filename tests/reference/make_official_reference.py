@@ -48,9 +48,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class _CudaAsCpu(TorchFunctionMode):
     """Makes ``.cuda()`` the identity and redirects ``device='cuda'`` to the CPU."""
 
-    def __torch_function__(
-        self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None
-    ) -> Any:
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = dict(kwargs or {})
         if func is torch.Tensor.cuda:
             return args[0]
@@ -95,18 +93,14 @@ def _build_official_network(stcn_dir: Path, state: dict[str, torch.Tensor]) -> t
     resnet18 = mod_resnet.resnet18
 
     with (
-        _patched(
-            torchvision.models, "resnet50", lambda pretrained=False, **kw: tv_resnet50(weights=None, **kw)
-        ),
+        _patched(torchvision.models, "resnet50", lambda pretrained=False, **kw: tv_resnet50(weights=None, **kw)),
         _patched(mod_resnet, "resnet18", lambda pretrained=True, extra_chan=0: resnet18(False, extra_chan)),
     ):
         network = eval_network.STCN().eval()
 
     expected = [(k, tuple(v.shape), v.dtype) for k, v in network.state_dict().items()]
     if expected != [(k, tuple(v.shape), v.dtype) for k, v in state.items()]:
-        raise ValueError(
-            "state dict layout differs from the official network's (keys, order, shapes, dtypes)"
-        )
+        raise ValueError("state dict layout differs from the official network's (keys, order, shapes, dtypes)")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stcn_random.pth"
@@ -123,9 +117,7 @@ def _clip_tensors(frames: np.ndarray, first_mask: np.ndarray) -> tuple[torch.Ten
     from PIL import Image
     from torchvision import transforms
 
-    im_transform = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    im_transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     rgb = torch.stack([im_transform(Image.fromarray(f).convert("RGB")) for f in frames], 0).unsqueeze(0)
 
     masks = np.zeros(frames.shape[:3], dtype=np.uint8)
@@ -187,9 +179,7 @@ def run_official(
             out_labels = torch.zeros((num_frames, *size), dtype=torch.uint8)
             for ti in range(processor.t):
                 unpadded = tensor_util.unpad(processor.prob[:, ti], processor.pad)
-                resized = torch.nn.functional.interpolate(
-                    unpadded, size, mode="bilinear", align_corners=False
-                )
+                resized = torch.nn.functional.interpolate(unpadded, size, mode="bilinear", align_corners=False)
                 if not torch.allclose(resized, unpadded, rtol=0, atol=0, equal_nan=True):
                     raise AssertionError("the 480p resize is expected to be the identity here")
                 prob[:, ti] = unpadded[:, 0]
@@ -235,8 +225,7 @@ def _commit_of(stcn_dir: Path, given: str | None) -> str:
 def _summary(result: dict[str, Any]) -> str:
     prob, labels, gap = result["prob"], result["labels"], result["topk_gap"]
     lines = [
-        f"prob min/max/mean {prob.min():.3e} / {prob.max():.6f} / {prob.mean():.4f}, "
-        f"NaNs {int(np.isnan(prob).sum())}",
+        f"prob min/max/mean {prob.min():.3e} / {prob.max():.6f} / {prob.mean():.4f}, NaNs {int(np.isnan(prob).sum())}",
         f"max affinity {result['affinity_max']:.2f}; mean top-1 softmax weight per frame "
         + " ".join(f"{w:.3f}" for w in result["top1_weight"]),
         f"memory frames per read {result['memory_frames'].tolist()}; pad {result['pad'].tolist()}",
@@ -254,9 +243,7 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stcn", type=Path, required=True, help="checkout of hkchengrex/STCN")
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/official_stcn_reference.npz"))
     parser.add_argument("--commit", help="official commit hash (default: git rev-parse HEAD in --stcn)")

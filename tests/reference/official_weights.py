@@ -111,9 +111,7 @@ def _res_block(prefix: str, in_ch: int, out_ch: int) -> list[LayoutEntry]:
     """Pre-activation ResBlock: a 3x3 downsample conv (only when in != out), conv1, conv2."""
     entries = _conv(f"{prefix}.downsample", out_ch, in_ch, 3, bias=True) if in_ch != out_ch else []
     return (
-        entries
-        + _conv(f"{prefix}.conv1", out_ch, in_ch, 3, True)
-        + _conv(f"{prefix}.conv2", out_ch, out_ch, 3, True)
+        entries + _conv(f"{prefix}.conv1", out_ch, in_ch, 3, True) + _conv(f"{prefix}.conv2", out_ch, out_ch, 3, True)
     )
 
 
@@ -144,12 +142,8 @@ def _value_encoder() -> list[LayoutEntry]:
 def _decoder() -> list[LayoutEntry]:
     p = "decoder"
     entries = _res_block(f"{p}.compress", 1024, 512)
-    entries += _conv(f"{p}.up_16_8.skip_conv", 512, 512, 3, bias=True) + _res_block(
-        f"{p}.up_16_8.out_conv", 512, 256
-    )
-    entries += _conv(f"{p}.up_8_4.skip_conv", 256, 256, 3, bias=True) + _res_block(
-        f"{p}.up_8_4.out_conv", 256, 256
-    )
+    entries += _conv(f"{p}.up_16_8.skip_conv", 512, 512, 3, bias=True) + _res_block(f"{p}.up_16_8.out_conv", 512, 256)
+    entries += _conv(f"{p}.up_8_4.skip_conv", 256, 256, 3, bias=True) + _res_block(f"{p}.up_8_4.out_conv", 256, 256)
     return entries + _conv(f"{p}.pred", 1, 256, 3, bias=True)
 
 
@@ -170,9 +164,7 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, high:
     return (u * (high - low) + low).astype(np.float32).reshape(shape)
 
 
-def _draw(
-    rng: np.random.Generator, key: str, shape: tuple[int, ...], kind: str, fan_in: int, s: _Scales
-) -> np.ndarray:
+def _draw(rng: np.random.Generator, key: str, shape: tuple[int, ...], kind: str, fan_in: int, s: _Scales) -> np.ndarray:
     if kind == "conv_weight":
         gain = s.conv_gain
         if key == "key_proj.key_proj.weight":
