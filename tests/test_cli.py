@@ -39,21 +39,10 @@ def test_help_explains_every_subcommand() -> None:
 def test_segment_folder_writes_masks_overlay_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first = write_clip(tmp_path / "clip")
     write_mask(tmp_path / "first.png", first)
-    code = main(
-        [
-            "segment",
-            str(tmp_path / "clip"),
-            "--mask",
-            str(tmp_path / "first.png"),
-            "--out",
-            str(tmp_path / "out"),
-            "--overlay",
-            str(tmp_path / "overlay.mp4"),
-            "--quiet",
-            "--device",
-            "cpu",
-        ]
-    )
+    code = main([
+        "segment", str(tmp_path / "clip"), "--mask", str(tmp_path / "first.png"), "--out", str(tmp_path / "out"),
+        "--overlay", str(tmp_path / "overlay.mp4"), "--quiet", "--device", "cpu",
+    ])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "weights: bundled default" in captured.err  # says plainly which weights it used
@@ -72,20 +61,8 @@ def test_segment_video_names_masks_by_index(tmp_path: Path) -> None:
         for image in clip:
             writer.write(image)
     write_mask(tmp_path / "first.png", first)
-    assert (
-        main(
-            [
-                "segment",
-                str(tmp_path / "clip.mp4"),
-                "--mask",
-                str(tmp_path / "first.png"),
-                "--out",
-                str(tmp_path / "out"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(["segment", str(tmp_path / "clip.mp4"), "--mask", str(tmp_path / "first.png"),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{t:05d}.png" for t in range(5)]
 
 
@@ -97,40 +74,14 @@ def test_davis_root_segment_then_eval(tmp_path: Path, capsys: pytest.CaptureFixt
             write_mask(root / "Annotations" / "480p" / name / f"{t:05d}.png", first)
     (root / "ImageSets").mkdir()
     (root / "ImageSets" / "val.txt").write_text("seq_b\n")
-    assert (
-        main(
-            [
-                "segment",
-                "--davis",
-                str(root),
-                "--imageset",
-                str(root / "ImageSets" / "val.txt"),
-                "--out",
-                str(tmp_path / "pred"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(["segment", "--davis", str(root), "--imageset", str(root / "ImageSets" / "val.txt"),
+                 "--out", str(tmp_path / "pred"), "--quiet"]) == 0
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["seq_b"]
     assert len(list((tmp_path / "pred" / "seq_b").glob("*.png"))) == 4
     capsys.readouterr()
     # Ground truth against itself scores exactly 1.
-    assert (
-        main(
-            [
-                "eval",
-                "--pred",
-                str(root / "Annotations" / "480p"),
-                "--gt",
-                str(root),
-                "--quiet",
-                "--json",
-                str(tmp_path / "self.json"),
-            ]
-        )
-        == 0
-    )
+    assert main(["eval", "--pred", str(root / "Annotations" / "480p"), "--gt", str(root), "--quiet",
+                 "--json", str(tmp_path / "self.json")]) == 0
     scores = json.loads((tmp_path / "self.json").read_text())
     assert scores["overall"]["J&F-Mean"] == 1.0 and set(scores["sequences"]) == {"seq_a", "seq_b"}
     assert "J&F-Mean" in capsys.readouterr().out
@@ -141,17 +92,8 @@ def test_mask_size_mismatch_names_both_sizes_or_resizes(
 ) -> None:
     """cutie-examples/masks/judo/00005.png is one pixel narrower than the frames."""
     judo = shared_data / "cutie-examples"
-    args = [
-        "segment",
-        str(judo / "images" / "judo"),
-        "--masks",
-        str(judo / "masks" / "judo"),
-        "--size",
-        "96",
-        "--quiet",
-        "--out",
-        str(tmp_path / "judo"),
-    ]
+    args = ["segment", str(judo / "images" / "judo"), "--masks", str(judo / "masks" / "judo"), "--size", "96",
+            "--quiet", "--out", str(tmp_path / "judo")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "00005.png is 853x480 but the frames are 854x480" in err and "--resize-masks" in err
@@ -166,17 +108,8 @@ def test_unreadable_frame_mid_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     first = write_clip(tmp_path / "clip", frames=6)
     (tmp_path / "clip" / "00003.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     write_mask(tmp_path / "first.png", first)
-    code = main(
-        [
-            "segment",
-            str(tmp_path / "clip"),
-            "--mask",
-            str(tmp_path / "first.png"),
-            "--out",
-            str(tmp_path / "out"),
-            "--quiet",
-        ]
-    )
+    code = main(["segment", str(tmp_path / "clip"), "--mask", str(tmp_path / "first.png"),
+                 "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 2
     assert "00003.png" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.png", "00001.png", "00002.png"]
@@ -192,20 +125,8 @@ def test_unreadable_frame_mid_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_first_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str) -> None:
     write_clip(tmp_path / "clip", frames=2)
     make(tmp_path / "mask.png")
-    assert (
-        main(
-            [
-                "segment",
-                str(tmp_path / "clip"),
-                "--mask",
-                str(tmp_path / "mask.png"),
-                "--quiet",
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 2
-    )
+    assert main(["segment", str(tmp_path / "clip"), "--mask", str(tmp_path / "mask.png"), "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -223,46 +144,20 @@ def test_bad_video_checkpoint_and_device(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["segment", str(tmp_path / "broken.mp4"), "--mask", str(tmp_path / "first.png")]) == 2
     assert "broken.mp4" in capsys.readouterr().err
     torch.save({"w": torch.zeros(3)}, tmp_path / "foreign.pth")
-    assert (
-        main(
-            [
-                "segment",
-                str(tmp_path / "clip"),
-                "--mask",
-                str(tmp_path / "first.png"),
-                "--weights",
-                str(tmp_path / "foreign.pth"),
-            ]
-        )
-        == 2
-    )
+    assert main(["segment", str(tmp_path / "clip"), "--mask", str(tmp_path / "first.png"),
+                 "--weights", str(tmp_path / "foreign.pth")]) == 2
     assert "not an STCN or avvos checkpoint" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert main(["segment", str(tmp_path / "clip"), "--mask", str(tmp_path / "first.png"), "--device", "cuda"]) == 2
+        assert main(["segment", str(tmp_path / "clip"), "--mask", str(tmp_path / "first.png"),
+                     "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "clip")]) == 2
     assert "--mask" in capsys.readouterr().err
 
 
 def test_bench_prints_side_by_side_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(
-            [
-                "bench",
-                "--frames",
-                "4",
-                "--height",
-                "48",
-                "--width",
-                "64",
-                "--device",
-                "cpu",
-                "--json",
-                str(tmp_path / "bench.json"),
-            ]
-        )
-        == 0
-    )
+    assert main(["bench", "--frames", "4", "--height", "48", "--width", "64", "--device", "cpu",
+                 "--json", str(tmp_path / "bench.json")]) == 0
     out = capsys.readouterr().out
     assert "ratio avvos/official" in out
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
@@ -271,26 +166,8 @@ def test_bench_prints_side_by_side_figures(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_bench_compares_the_light_default_with_full_stcn(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(
-            [
-                "bench",
-                "--frames",
-                "3",
-                "--height",
-                "48",
-                "--width",
-                "64",
-                "--device",
-                "cpu",
-                "--arch",
-                "light",
-                "--compare",
-                "stcn",
-            ]
-        )
-        == 0
-    )
+    assert main(["bench", "--frames", "3", "--height", "48", "--width", "64", "--device", "cpu",
+                 "--arch", "light", "--compare", "stcn"]) == 0
     out = capsys.readouterr().out
     assert "ratio avvos/stcn: fps x" in out
 
@@ -308,9 +185,8 @@ def test_bench_measures_the_cost_of_matching_the_previous_frame(
     assert results[0]["memory_positions"] == 2 * results[1]["memory_positions"]
 
 
-def test_bundled_sample_runs_by_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bundled_sample_runs_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["segment", "--size", "64", "--quiet"]) == 0
     assert "sample: 40 frames, 1 object," in capsys.readouterr().out
