@@ -32,6 +32,9 @@ project's generator::
     python -m training.evaluate_av --model default=avvos/weights/default.safetensors --data runs/dev/data \\
         --only crossing --out runs/dev_eval
 
+``--live`` scores the clips as a live stream runs them (``InferenceConfig.for_live``: the previous frame is not
+matched, and masks are never held back to be mended once the sound tells).
+
 Prints a table and writes ``<out>/results.json``; the gain from audio is J&F(crossing) - J&F(silent).
 """
 
@@ -130,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/av_eval", help="output folder (default runs/av_eval)")
     parser.add_argument("--smoothing-off", action="store_true", help="also run with the smoother switched off")
     parser.add_argument("--identity-off", action="store_true", help="also run with the identity check switched off")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="score as a live stream would run: the previous frame not matched, masks never held back to be mended",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     parser.add_argument("--frames", type=int, default=40, help="frames per written clip (default 40)")
@@ -173,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         model, info = load_model(path, device)
         print(f"{model_name}: {info.describe()}", file=sys.stderr)
         for condition, split, with_audio, smoothing, identity in conditions:
-            session = InferenceSession(model, InferenceConfig(smoothing=smoothing, audio_identity=identity), device)
+            config = InferenceConfig(smoothing=smoothing, audio_identity=identity)
+            session = InferenceSession(model, config.for_live() if args.live else config, device)
             masks = out / "masks" / model_name / condition.replace(", ", "_").replace(" ", "_")
             fps = run_condition(session, data, split, with_audio and model.uses_audio, masks, args.quiet)
             scores = evaluate_av_sync(masks, data, split)
@@ -200,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "clips": results[0]["clips"] if results else 0,
         "seed": None if args.data is not None else EVAL_SEED_START,  # None: clips written elsewhere
-        "inference": dataclasses.asdict(InferenceConfig()),
+        "live": args.live,
+        "inference": dataclasses.asdict(InferenceConfig().for_live() if args.live else InferenceConfig()),
     }
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
     return 0

@@ -87,3 +87,22 @@ def test_help_keeps_the_continued_command_lines(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--data runs/dev/data \\\n        --only crossing" in capsys.readouterr().out
+
+
+def test_live_scores_as_a_stream_runs(tmp_path: Path) -> None:
+    """``--live``: the previous frame is not matched and masks are not held back, so the bundled model's masks
+    differ from those it makes on files."""
+    weights = Path(__file__).parents[2] / "avvos" / "weights" / "default.safetensors"
+    size = ["--clips", "1", "--frames", "12", "--height", "96", "--width", "160", "--quiet", "--device", "cpu"]
+    runs = {}
+    for name, extra in (("files", []), ("live", ["--live"])):
+        out = tmp_path / name
+        assert main(["--model", f"tiny={weights}", "--out", str(out), "--only", "crossing", *size, *extra]) == 0
+        runs[name] = out
+    settings = json.loads((runs["live"] / "results.json").read_text())["settings"]
+    assert settings["live"] is True
+    assert settings["inference"]["include_last"] is False and settings["inference"]["identity_lookback"] == 0
+    assert json.loads((runs["files"] / "results.json").read_text())["settings"]["live"] is False
+    masks = {name: sorted((out / "masks" / "tiny" / "crossing").rglob("*.png")) for name, out in runs.items()}
+    assert len(masks["live"]) == len(masks["files"]) == 12
+    assert any(a.read_bytes() != b.read_bytes() for a, b in zip(masks["files"], masks["live"], strict=True))
