@@ -75,12 +75,11 @@ def by_number(per_clip: dict[str, dict], split: str) -> dict[str, dict]:
     return {name[len(prefix) :]: row for name, row in per_clip.items()}
 
 
-def _table(arms: dict[str, dict[str, dict]], metric: str) -> np.ndarray:
+def _table(arms: dict[str, dict[str, dict]], clips: list[str], metric: str) -> np.ndarray:
     """(arms, clips) array of one metric, NaN where a clip has no value (switches without a crossing)."""
-    names = list(next(iter(arms.values())))
-    table = np.array([[arm[name][metric] for name in names] for arm in arms.values()], dtype=float)
+    table = np.array([[arm[name][metric] for name in clips] for arm in arms.values()], dtype=float)
     if metric == "identity_switch_fraction":
-        frames = np.array([[arm[name]["post_crossing_frames"] for name in names] for arm in arms.values()])
+        frames = np.array([[arm[name]["post_crossing_frames"] for name in clips] for arm in arms.values()])
         table[frames == 0] = np.nan
     return table
 
@@ -127,15 +126,15 @@ def compare(
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     names = list(arms)
-    draws = np.random.default_rng(seed).integers(0, len(first_clips), size=(samples, len(first_clips)))
-    tables = {metric: _table(arms, metric) for metric in METRICS}
+    clip_names = list(next(iter(arms.values())))  # the first arm's order: the data set's listing
+    draws = np.random.default_rng(seed).integers(0, len(clip_names), size=(samples, len(clip_names)))
+    tables = {metric: _table(arms, clip_names, metric) for metric in METRICS}
     means = {metric: np.array([_nanmean(row) for row in table]) for metric, table in tables.items()}
     resampled = {metric: _resample_means(table, draws) for metric, table in tables.items()}
     result: dict = {"clips": len(first_clips), "arms": {}, "against_first": {}}
     for a, name in enumerate(names):
         result["arms"][name] = {m: _interval(means[m][a], resampled[m][:, a]) for m in METRICS}
     jf = tables["J&F-Mean"]
-    clip_names = list(next(iter(arms.values())))
     for a, name in enumerate(names[1:], start=1):
         row = {m: _interval(means[m][a] - means[m][0], resampled[m][:, a] - resampled[m][:, 0]) for m in METRICS}
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -187,16 +186,6 @@ def format_comparison(result: dict, kept: float = 0.7, loss: float = 0.1) -> str
     return "\n".join(lines)
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, Interval):
-        return asdict(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.compare_av",
@@ -240,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_comparison(result, args.kept, args.loss))
     if args.json is not None:
         report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-        report |= {"comparison": _jsonable(result), "per_clip": arms}
-        args.json.write_text(json.dumps(report, indent=2))
+        report |= {"comparison": result, "per_clip": arms}
+        args.json.write_text(json.dumps(report, indent=2, default=asdict))  # Interval -> {"mean", "low", "high"}
     return 0
 
 

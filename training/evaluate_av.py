@@ -176,13 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         data = out / "data"
         ensure_data(data, args.clips, AVSyncConfig(frames=args.frames, height=args.height, width=args.width))
     device = resolve_device(args.device)
+
+    def inference(**values: bool | None) -> InferenceConfig:
+        config = InferenceConfig(**values)
+        return config.for_live() if args.live else config
+
     results: list[dict] = []
     for model_name, path in models.items():
         model, info = load_model(path, device)
         print(f"{model_name}: {info.describe()}", file=sys.stderr)
         for condition, split, with_audio, smoothing, identity in conditions:
-            config = InferenceConfig(smoothing=smoothing, audio_identity=identity)
-            session = InferenceSession(model, config.for_live() if args.live else config, device)
+            session = InferenceSession(model, inference(smoothing=smoothing, audio_identity=identity), device)
             masks = out / "masks" / model_name / condition.replace(", ", "_").replace(" ", "_")
             fps = run_condition(session, data, split, with_audio and model.uses_audio, masks, args.quiet)
             scores = evaluate_av_sync(masks, data, split)
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "clips": results[0]["clips"] if results else 0,
         "seed": None if args.data is not None else EVAL_SEED_START,  # None: clips written elsewhere
         "live": args.live,
-        "inference": dataclasses.asdict(InferenceConfig().for_live() if args.live else InferenceConfig()),
+        "inference": dataclasses.asdict(inference()),
     }
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
     return 0
